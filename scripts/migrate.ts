@@ -1,0 +1,94 @@
+// npm run migrate | migrate:status | migrate:down | migrate:new -- <name>
+// Applies, lists or reverts migrations on DATABASE_PATH, or writes a new migration from a template.
+import fs from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { loadConfig } from "../src/config.ts";
+import { openDatabase } from "../src/db/database.ts";
+import {
+  findMigrations,
+  readMigrationStatus,
+  revertLastMigration,
+  runMigrations,
+} from "../src/db/migrator.ts";
+import { createLogger } from "../src/logger.ts";
+import { exitWithStartupError } from "../src/startup-error.ts";
+
+const USAGE = `usage: node scripts/migrate.ts <up|status|down|new> [--json] [name]
+  up       apply every pending migration in one transaction (backup first if the database holds data)
+  status   list applied and pending migrations
+  down     revert the most recently applied migration (backup first)
+  new NAME write migrations/NNNN_NAME.ts from the template`;
+
+const TEMPLATE = `import type { Kysely } from "kysely";
+
+// Runs inside the migrator's transaction, with foreign keys off (checked before commit):
+// do not open transactions here. Use snake_case names, as in SQL.
+export async function up(db: Kysely<any>): Promise<void> {
+  await db.schema.createTable("example").addColumn("id", "integer", (c) => c.primaryKey()).execute();
+}
+
+export async function down(db: Kysely<any>): Promise<void> {
+  await db.schema.dropTable("example").execute();
+}
+`;
+
+process.umask(0o077);
+const { positionals, values } = parseArgs({ allowPositionals: true, options: { json: { type: "boolean" } } });
+const [command, name] = positionals;
+
+try {
+  const config = loadConfig();
+  if (command === "new") {
+    if (!name || !/^[a-z0-9_]+$/.test(name)) {
+      console.error(
+        "migrate:new needs a name of lowercase letters, digits and underscores: npm run migrate:new -- add_tags",
+      );
+      process.exit(2);
+    }
+    const last = findMigrations(config.migrationsDir).at(-1);
+    const next = String(Number(last?.name.slice(0, 4) ?? "0") + 1).padStart(4, "0");
+    const file = path.join(config.migrationsDir, `${next}_${name}.ts`);
+    fs.writeFileSync(file, TEMPLATE, { flag: "wx", mode: 0o644 });
+    console.log(`created ${path.relative(process.cwd(), file)}`);
+    process.exit(0);
+  }
+  if (command !== "up" && command !== "status" && command !== "down") {
+    console.error(USAGE);
+    process.exit(2);
+  }
+
+  // Logs go to stderr so stdout carries only the command's answer.
+  const logger = createLogger(config, 2);
+  const db = openDatabase({
+    path: config.databasePath,
+    backupDir: config.backupDir,
+    busyTimeoutMs: config.busyTimeoutMs,
+  });
+  const options = { db, migrationsDir: config.migrationsDir, backupDir: config.backupDir, logger };
+  try {
+    if (command === "status") {
+      const status = readMigrationStatus(db, findMigrations(config.migrationsDir));
+      if (values.json) console.log(JSON.stringify(status));
+      else {
+        for (const m of status.applied) console.log(`applied  ${m}`);
+        for (const m of status.pending) console.log(`pending  ${m}`);
+        console.log(`${status.applied.length} applied, ${status.pending.length} pending`);
+      }
+    } else {
+      const { names, backup } =
+        command === "up" ? await runMigrations(options) : await revertLastMigration(options);
+      const verb = command === "up" ? "applied" : "reverted";
+      if (values.json) console.log(JSON.stringify({ [verb]: names, backup: backup?.path ?? null }));
+      else {
+        if (backup) console.log(`backup   ${backup.path}`);
+        for (const m of names) console.log(`${verb.padEnd(8)} ${m}`);
+        if (names.length === 0) console.log(command === "up" ? "nothing to apply" : "nothing to revert");
+      }
+    }
+  } finally {
+    db.close();
+  }
+} catch (error) {
+  exitWithStartupError(error);
+}

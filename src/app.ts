@@ -1,0 +1,66 @@
+// createApp: the Express app over the dependencies it is given: middleware, routers, errors.
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import express, { type Express } from "express";
+import helmet from "helmet";
+import { pinoHttp } from "pino-http";
+import type { Config } from "./config.ts";
+import type { Database } from "./db/database.ts";
+import { errorHandler, JSON_TYPES, notFound, requireJsonBody } from "./http/errors.ts";
+import { healthRouter } from "./http/health.ts";
+import { notesRouter } from "./http/notes.ts";
+import type { Logger } from "./logger.ts";
+
+export interface AppDeps {
+  config: Pick<Config, "bodyLimit" | "trustProxy" | "backupDir" | "migrationsDir">;
+  db: Database;
+  logger: Logger;
+}
+
+// Kept when a proxy or client sends one, so a request can be followed across services; anything
+// longer or with other characters (CR/LF, spaces, quotes) is replaced, never echoed.
+const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
+
+export function createApp({ config, db, logger }: AppDeps): Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("trust proxy", config.trustProxy);
+
+  app.use(
+    helmet(),
+    pinoHttp({
+      logger,
+      genReqId: (req: IncomingMessage, res: ServerResponse) => {
+        const incoming = req.headers["x-request-id"];
+        const id = typeof incoming === "string" && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+        res.setHeader("X-Request-Id", id);
+        return id;
+      },
+      // Health probes every few seconds would drown the log: successful ones log at debug.
+      customLogLevel: (req, res, error) => {
+        if (error || res.statusCode >= 500) return "error";
+        if (res.statusCode >= 400) return "warn";
+        // Express strips a router's mount path from req.url; originalUrl keeps it.
+        const url = (req as { originalUrl?: string }).originalUrl ?? req.url ?? "";
+        return url.startsWith("/health") ? "debug" : "info";
+      },
+      serializers: {
+        req: (req: { id: unknown; method: string; url: string; remoteAddress: string }) => ({
+          id: req.id,
+          method: req.method,
+          url: req.url,
+          remoteAddress: req.remoteAddress,
+        }),
+        res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
+      },
+    }),
+    requireJsonBody,
+    express.json({ limit: config.bodyLimit, type: JSON_TYPES }),
+  );
+
+  app.use("/health", healthRouter({ db, backupDir: config.backupDir, migrationsDir: config.migrationsDir }));
+  app.use("/api/notes", notesRouter(db.kysely));
+
+  app.use(notFound, errorHandler);
+  return app;
+}

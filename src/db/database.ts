@@ -1,0 +1,237 @@
+// Opening and closing the SQLite database: the file and its folder, the PRAGMAs a long-running
+// web service wants, the Kysely instance over it, and startup failures turned into one clear line.
+import fs from "node:fs";
+import path from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import { CamelCasePlugin, Kysely, SqliteDialect } from "kysely";
+import { findNewestBackup } from "./backup.ts";
+import type { DB } from "./schema.ts";
+
+export type SqliteConnection = BetterSqlite3.Database;
+
+export interface Database {
+  /** Absolute path of the database file. */
+  readonly path: string;
+  /** The typed query builder: the only way routes talk to the database. */
+  readonly kysely: Kysely<DB>;
+  /** The raw connection, for SQLite-specific work inside src/db/ only. */
+  readonly sqlite: SqliteConnection;
+  /** Optimizes, checkpoints and closes; leaves no -wal or -shm behind. Safe to call twice. */
+  close(): void;
+}
+
+export interface OpenDatabaseOptions {
+  path: string;
+  /** Where backups live: a failure to open names the newest one found there. */
+  backupDir: string;
+  busyTimeoutMs: number;
+}
+
+/** A database that cannot be opened: the message is the one line to print before exiting. */
+export class DatabaseStartupError extends Error {
+  override name = "DatabaseStartupError";
+}
+
+// Trade-offs, anchored on Rails 8's and PocketBase's SQLite defaults (see ../shared/SQLITE-NOTES.md).
+const PRAGMAS = [
+  // NORMAL in WAL mode: a commit survives a crash of this process (kill -9); only an OS crash or
+  // power cut can lose the last few transactions. FULL would fsync on every commit.
+  "synchronous = NORMAL",
+  // Integrity of the schema's REFERENCES clauses; SQLite leaves it off for backward compatibility.
+  "foreign_keys = ON",
+  // After a checkpoint, shrink the WAL back to 64 MiB rather than keep its high-water mark on disk.
+  "journal_size_limit = 67108864",
+  // 16 MiB of page cache (negative = KiB): between Rails' 8 MiB and PocketBase's 32 MiB, sized for
+  // a small container's memory limit.
+  "cache_size = -16000",
+  // Memory-mapped reads skip a copy per page; 128 MiB as in Rails.
+  "mmap_size = 134217728",
+  // Sorts and temporary indexes in memory: faster, and works on a read-only root filesystem.
+  "temp_store = MEMORY",
+  // Schema objects (views, triggers) may not call functions with side effects: SQLite's advice for
+  // applications that might ever open a database file they did not create.
+  "trusted_schema = OFF",
+];
+
+export function openDatabase({ path: file, backupDir, busyTimeoutMs }: OpenDatabaseOptions): Database {
+  const fail = (problem: string): never => {
+    throw new DatabaseStartupError(`${problem} ${describeNewestBackup(backupDir)}`);
+  };
+  prepareFile(file);
+  checkHeader(file, fail);
+
+  let sqlite: SqliteConnection;
+  try {
+    sqlite = new BetterSqlite3(file, { fileMustExist: true, timeout: busyTimeoutMs });
+  } catch (error) {
+    throw new DatabaseStartupError(`cannot open database ${file}: ${(error as Error).message}`);
+  }
+  try {
+    // Reading the schema touches page 1: a file that is not a database fails here, not on a request.
+    sqlite.prepare("SELECT count(*) FROM sqlite_schema").get();
+    const mode = sqlite.pragma("journal_mode = WAL", { simple: true });
+    if (mode !== "wal") {
+      throw new DatabaseStartupError(
+        `SQLite refused WAL mode for ${file} (journal_mode is still "${mode}"): the filesystem lacks the shared memory WAL needs, as network filesystems and some Docker Desktop bind mounts do. Fix: put DATABASE_PATH on a local disk or a named Docker volume.`,
+      );
+    }
+    for (const pragma of PRAGMAS) sqlite.pragma(pragma);
+  } catch (error) {
+    sqlite.close();
+    if (error instanceof DatabaseStartupError) throw error;
+    const { code, message } = error as { code?: string; message: string };
+    if (code === "SQLITE_NOTADB" || code?.startsWith("SQLITE_CORRUPT")) {
+      fail(`${file} is not a SQLite database or is corrupt (${code}: ${message}); it was left untouched.`);
+    }
+    if (code?.startsWith("SQLITE_READONLY") || code?.startsWith("SQLITE_CANTOPEN")) {
+      throw new DatabaseStartupError(
+        `cannot write to database ${file} or its -wal/-shm files (${code}). ${ownershipAdvice(file)}`,
+      );
+    }
+    throw new DatabaseStartupError(`cannot open database ${file}: ${code ?? "error"}: ${message}`);
+  }
+
+  const kysely = new Kysely<DB>({
+    dialect: new SqliteDialect({ database: sqlite }),
+    plugins: [new CamelCasePlugin()],
+  });
+
+  let closed = false;
+  return {
+    path: file,
+    kysely,
+    sqlite,
+    close() {
+      if (closed || !sqlite.open) return;
+      closed = true;
+      try {
+        // SQLite's advice for long-lived connections: refresh planner statistics before closing.
+        sqlite.pragma("optimize");
+        // Fold the WAL into the database so the file alone is complete; close then removes -wal/-shm.
+        sqlite.pragma("wal_checkpoint(TRUNCATE)");
+      } finally {
+        sqlite.close();
+      }
+    },
+  };
+}
+
+/** Creates the folder and, for a new database, an empty file that only its owner can read. */
+function prepareFile(file: string): void {
+  const dir = path.dirname(file);
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "EEXIST" || code === "ENOTDIR") {
+      throw new DatabaseStartupError(
+        `cannot create the database folder ${dir}: a file stands where a folder should be. Fix: move that file, or set DATABASE_PATH elsewhere.`,
+      );
+    }
+    if (code === "EROFS") {
+      throw new DatabaseStartupError(
+        `cannot create the database folder ${dir}: the filesystem is read-only. Fix: mount a writable volume there, or set DATABASE_PATH to a writable place.`,
+      );
+    }
+    throw new DatabaseStartupError(
+      `cannot create the database folder ${dir} (${code}). ${ownershipAdvice(nearestExisting(dir))}`,
+    );
+  }
+  let stat: fs.Stats | undefined;
+  try {
+    stat = fs.statSync(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+  }
+  if (stat?.isDirectory()) {
+    throw new DatabaseStartupError(
+      `DATABASE_PATH ${file} is a directory, not a database file. Fix: set DATABASE_PATH to a file inside it, such as ${path.join(file, "app.db")}.`,
+    );
+  }
+  if (stat && !stat.isFile()) {
+    throw new DatabaseStartupError(`DATABASE_PATH ${file} is not a regular file.`);
+  }
+  // SQLite creates -wal and -shm beside the database, so the folder must be writable too.
+  for (const target of [dir, ...(stat ? [file] : []), `${file}-wal`, `${file}-shm`]) {
+    try {
+      fs.accessSync(target, fs.constants.W_OK);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") continue;
+      if (code === "EROFS") {
+        throw new DatabaseStartupError(
+          `${target} is on a read-only filesystem. Fix: mount a writable volume there, or set DATABASE_PATH to a writable place.`,
+        );
+      }
+      throw new DatabaseStartupError(`cannot write to ${target}. ${ownershipAdvice(target)}`);
+    }
+  }
+  if (!stat) {
+    try {
+      fs.closeSync(
+        fs.openSync(file, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600),
+      );
+    } catch (error) {
+      // Another process created it first: that is fine, it is a database now or will be.
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+    }
+  }
+}
+
+// https://www.sqlite.org/fileformat.html#the_database_header
+function checkHeader(file: string, fail: (problem: string) => never): void {
+  const { size } = fs.statSync(file);
+  if (size === 0) return; // new: SQLite writes the header on first write
+  const header = Buffer.alloc(100);
+  const fd = fs.openSync(file, "r");
+  let read: number;
+  try {
+    read = fs.readSync(fd, header, 0, 100, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (read < 100 || header.toString("latin1", 0, 16) !== "SQLite format 3\u0000") {
+    fail(
+      `${file} is not a SQLite database (its first bytes are not the SQLite header); it was left untouched.`,
+    );
+  }
+  const rawPageSize = header.readUInt16BE(16);
+  const pageSize = rawPageSize === 1 ? 65536 : rawPageSize;
+  const pageCount = header.readUInt32BE(28);
+  // The in-header size is only authoritative when the change counter matches "version-valid-for".
+  const sizeIsValid = pageCount > 0 && header.readUInt32BE(24) === header.readUInt32BE(92);
+  if (sizeIsValid && pageCount * pageSize > size) {
+    fail(
+      `${file} is truncated: its header describes ${pageCount * pageSize} bytes but the file holds ${size}; it was left untouched.`,
+    );
+  }
+}
+
+function describeNewestBackup(backupDir: string): string {
+  let newest: string | undefined;
+  try {
+    newest = findNewestBackup(backupDir)?.path;
+  } catch {
+    // An unreadable backup folder must not hide the original problem.
+  }
+  return newest
+    ? `Newest backup: ${newest} (restore it with: npm run db:restore -- --latest).`
+    : `No backup found in ${backupDir}.`;
+}
+
+function ownershipAdvice(target: string): string {
+  const uid = process.getuid?.();
+  let owner = "unknown";
+  try {
+    owner = String(fs.statSync(target).uid);
+  } catch {
+    // keep "unknown"
+  }
+  return `${target} is owned by uid ${owner}; this process runs as uid ${uid}. Fix: make it writable for uid ${uid} (chown -R ${uid} ${target}, or scripts/fix-permissions.sh for Docker volumes), or set DATABASE_PATH to a writable place.`;
+}
+
+function nearestExisting(dir: string): string {
+  let current = dir;
+  while (!fs.existsSync(current) && path.dirname(current) !== current) current = path.dirname(current);
+  return current;
+}

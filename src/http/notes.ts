@@ -1,0 +1,124 @@
+// The example resource: notes, with keyset paging. Copy this file to start a new resource: validate
+// at the edge with zod, one Kysely query, one response; errors are thrown.
+import { Router } from "express";
+import type { Kysely, Selectable } from "kysely";
+import { z } from "zod";
+import type { DB, NotesTable } from "../db/schema.ts";
+import { HttpError } from "./errors.ts";
+
+const idParams = z.object({
+  id: z
+    .string()
+    .regex(/^[1-9]\d{0,15}$/, { error: "expected a positive integer id" })
+    .transform(Number),
+});
+
+const createBody = z.strictObject({
+  title: z.string().min(1).max(200),
+  body: z.string().max(10_000).default(""),
+});
+
+const updateBody = z
+  .strictObject({ title: z.string().min(1).max(200), body: z.string().max(10_000) })
+  .partial()
+  .refine((v) => v.title !== undefined || v.body !== undefined, { error: "give title, body or both" });
+
+// The cursor is opaque to clients: base64url of the last id they saw.
+const cursor = z
+  .string()
+  .max(32)
+  .transform((value, ctx) => {
+    const id = Buffer.from(value, "base64url").toString("utf8");
+    if (!/^[1-9]\d{0,15}$/.test(id)) {
+      ctx.addIssue({ code: "custom", message: "not a cursor returned by this API" });
+      return z.NEVER;
+    }
+    return Number(id);
+  });
+
+const listQuery = z.object({
+  limit: z
+    .string()
+    .regex(/^\d{1,3}$/, { error: "expected a whole number from 1 to 100" })
+    .transform(Number)
+    .pipe(z.number().min(1).max(100))
+    .default(20),
+  cursor: cursor.optional(),
+});
+
+const encodeCursor = (id: number) => Buffer.from(String(id), "utf8").toString("base64url");
+
+type NoteRow = Selectable<NotesTable>;
+
+export function toNoteDto(note: NoteRow) {
+  return {
+    id: note.id,
+    title: note.title,
+    body: note.body,
+    createdAt: note.createdAt,
+    updatedAt: note.updatedAt,
+  };
+}
+
+export function notesRouter(db: Kysely<DB>): Router {
+  const router = Router();
+  const find = (id: number) => db.selectFrom("notes").selectAll().where("id", "=", id).executeTakeFirst();
+  const missing = (id: number) => new HttpError(404, "not_found", `note ${id} does not exist`);
+
+  router.post("/", async (req, res) => {
+    const input = createBody.parse(req.body);
+    const now = new Date().toISOString();
+    const note = await db
+      .insertInto("notes")
+      .values({ ...input, createdAt: now, updatedAt: now })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    res.status(201).location(`${req.baseUrl}/${note.id}`).json(toNoteDto(note));
+  });
+
+  router.get("/", async (req, res) => {
+    const { limit, cursor: after } = listQuery.parse(req.query);
+    let query = db
+      .selectFrom("notes")
+      .selectAll()
+      .orderBy("id", "desc")
+      .limit(limit + 1);
+    if (after !== undefined) query = query.where("id", "<", after);
+    const rows = await query.execute();
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    res.json({
+      items: page.map(toNoteDto),
+      nextCursor: rows.length > limit && last ? encodeCursor(last.id) : null,
+    });
+  });
+
+  router.get("/:id", async (req, res) => {
+    const { id } = idParams.parse(req.params);
+    const note = await find(id);
+    if (!note) throw missing(id);
+    res.json(toNoteDto(note));
+  });
+
+  router.patch("/:id", async (req, res) => {
+    const { id } = idParams.parse(req.params);
+    const changes = updateBody.parse(req.body);
+    const note = await db
+      .updateTable("notes")
+      .set({ ...changes, updatedAt: new Date().toISOString() })
+      .where("id", "=", id)
+      .returningAll()
+      .executeTakeFirst();
+    if (!note) throw missing(id);
+    res.json(toNoteDto(note));
+  });
+
+  router.delete("/:id", async (req, res) => {
+    const { id } = idParams.parse(req.params);
+    const result = await db.deleteFrom("notes").where("id", "=", id).executeTakeFirst();
+    if (result.numDeletedRows === 0n) throw missing(id);
+    res.status(204).end();
+  });
+
+  return router;
+}

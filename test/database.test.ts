@@ -1,0 +1,153 @@
+import fs from "node:fs";
+import path from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import { afterEach, describe, expect, it } from "vitest";
+import { takeBackup } from "../src/db/backup.ts";
+import { type Database, DatabaseStartupError, openDatabase } from "../src/db/database.ts";
+import { makeTempDir } from "./helpers.ts";
+
+const dirs: string[] = [];
+const open: Database[] = [];
+afterEach(() => {
+  for (const db of open.splice(0)) db.close();
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function setup() {
+  const dir = makeTempDir();
+  dirs.push(dir);
+  const file = path.join(dir, "deeply", "nested", "app.db");
+  return { dir, file, backupDir: path.join(dir, "backups") };
+}
+
+function openAt(file: string, backupDir: string) {
+  const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 1234 });
+  open.push(db);
+  return db;
+}
+
+function startupError(run: () => unknown): DatabaseStartupError {
+  try {
+    run();
+  } catch (error) {
+    expect(error).toBeInstanceOf(DatabaseStartupError);
+    expect((error as Error).message).not.toContain("\n");
+    return error as DatabaseStartupError;
+  }
+  throw new Error("expected a DatabaseStartupError");
+}
+
+describe("openDatabase", () => {
+  it("creates missing folders and opens the file in WAL mode with the production PRAGMAs", () => {
+    const { file, backupDir } = setup();
+    const db = openAt(file, backupDir);
+    const pragma = (name: string) => db.sqlite.pragma(name, { simple: true });
+    expect(fs.statSync(file).isFile()).toBe(true);
+    expect(pragma("journal_mode")).toBe("wal");
+    expect(pragma("synchronous")).toBe(1); // NORMAL
+    expect(pragma("foreign_keys")).toBe(1);
+    expect(pragma("busy_timeout")).toBe(1234);
+    expect(pragma("journal_size_limit")).toBe(67_108_864);
+    expect(pragma("cache_size")).toBe(-16_000);
+    expect(pragma("temp_store")).toBe(2); // MEMORY
+    expect(pragma("trusted_schema")).toBe(0);
+    // WAL is a property of the file: a second connection sees it too.
+    const other = new BetterSqlite3(file, { readonly: true });
+    expect(other.pragma("journal_mode", { simple: true })).toBe("wal");
+    other.close();
+  });
+
+  it("makes the database, its -wal and -shm readable by the owner only, in a 0700 folder", () => {
+    const { file, backupDir } = setup();
+    const db = openAt(file, backupDir);
+    db.sqlite.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+      expect((fs.statSync(f).mode & 0o777).toString(8), f).toBe("600");
+    }
+    expect((fs.statSync(path.dirname(file)).mode & 0o777).toString(8)).toBe("700");
+  });
+
+  it("keeps data across close and reopen, and close leaves no -wal or -shm", () => {
+    const { file, backupDir } = setup();
+    const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 100 });
+    db.sqlite.exec("CREATE TABLE t (x); INSERT INTO t VALUES ('kept')");
+    expect(fs.existsSync(`${file}-wal`)).toBe(true);
+    db.close();
+    db.close(); // twice is harmless
+    expect(fs.existsSync(`${file}-wal`)).toBe(false);
+    expect(fs.existsSync(`${file}-shm`)).toBe(false);
+    const again = openAt(file, backupDir);
+    expect(again.sqlite.prepare("SELECT x FROM t").pluck().get()).toBe("kept");
+  });
+
+  it("gives Kysely camelCase names over snake_case columns", async () => {
+    const { file, backupDir } = setup();
+    const db = openAt(file, backupDir);
+    db.sqlite.exec(
+      "CREATE TABLE schema_migrations (name TEXT, applied_at TEXT); INSERT INTO schema_migrations VALUES ('a', 'b')",
+    );
+    expect(await db.kysely.selectFrom("schemaMigrations").selectAll().execute()).toEqual([
+      { name: "a", appliedAt: "b" },
+    ]);
+  });
+
+  it("refuses a text file at DATABASE_PATH, names the newest backup and leaves the file untouched", () => {
+    const { dir, file, backupDir } = setup();
+    // A real backup to be named in the message.
+    const source = path.join(dir, "source.db");
+    const s = new BetterSqlite3(source);
+    s.exec("CREATE TABLE t (x)");
+    s.close();
+    const backup = takeBackup({ databasePath: source, backupDir, kind: "manual" });
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, "this is not a database, just some text\n".repeat(10));
+    const before = fs.readFileSync(file);
+    const error = startupError(() => openDatabase({ path: file, backupDir, busyTimeoutMs: 100 }));
+    expect(error.message).toContain("is not a SQLite database");
+    expect(error.message).toContain(backup.path);
+    expect(fs.readFileSync(file).equals(before)).toBe(true);
+    expect(fs.existsSync(`${file}-wal`)).toBe(false);
+  });
+
+  it("refuses a truncated database and says no backup exists", () => {
+    const { file, backupDir } = setup();
+    const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 100 });
+    db.sqlite.exec(
+      "CREATE TABLE t (x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) INSERT INTO t SELECT randomblob(1000) FROM n",
+    );
+    db.close();
+    fs.truncateSync(file, 8192);
+    const error = startupError(() => openDatabase({ path: file, backupDir, busyTimeoutMs: 100 }));
+    expect(error.message).toMatch(/is truncated: its header describes \d+ bytes but the file holds 8192/);
+    expect(error.message).toContain(`No backup found in ${backupDir}`);
+    expect(fs.statSync(file).size).toBe(8192);
+  });
+
+  it("refuses random bytes", () => {
+    const { file, backupDir } = setup();
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919) % 251)));
+    expect(startupError(() => openDatabase({ path: file, backupDir, busyTimeoutMs: 100 })).message).toContain(
+      "is not a SQLite database",
+    );
+  });
+
+  it("refuses a directory at DATABASE_PATH and suggests a file inside it", () => {
+    const { file, backupDir } = setup();
+    fs.mkdirSync(file, { recursive: true });
+    expect(startupError(() => openDatabase({ path: file, backupDir, busyTimeoutMs: 100 })).message).toBe(
+      `DATABASE_PATH ${file} is a directory, not a database file. Fix: set DATABASE_PATH to a file inside it, such as ${path.join(file, "app.db")}.`,
+    );
+  });
+
+  it("refuses to create a folder under a regular file, naming the problem", () => {
+    const { dir, backupDir } = setup();
+    fs.writeFileSync(path.join(dir, "blocker"), "");
+    const error = startupError(() =>
+      openDatabase({ path: path.join(dir, "blocker", "app.db"), backupDir, busyTimeoutMs: 100 }),
+    );
+    expect(error.message).toMatch(
+      /cannot create the database folder .*blocker: a file stands where a folder should be/,
+    );
+  });
+});

@@ -1,0 +1,171 @@
+// Test fixtures: a fresh temporary database with migrations applied, an app over it, and real
+// child processes of the service. Nothing is shared between tests.
+import { type ChildProcess, spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import type { Express } from "express";
+import { pino } from "pino";
+import { createApp } from "../src/app.ts";
+import { type Config, loadConfig } from "../src/config.ts";
+import { type Database, openDatabase } from "../src/db/database.ts";
+import { runMigrations } from "../src/db/migrator.ts";
+import { createLogger, type Logger } from "../src/logger.ts";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+export function makeTempDir(prefix = "svc-test-"): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export function testConfig(dir: string, env: Record<string, string> = {}): Config {
+  return loadConfig(
+    { DATABASE_PATH: path.join(dir, "data", "app.db"), LOG_LEVEL: "silent", NODE_ENV: "test", ...env },
+    dir,
+  );
+}
+
+export const silentLogger: Logger = createLogger({ logLevel: "silent" });
+
+export interface TestApp {
+  app: Express;
+  db: Database;
+  config: Config;
+  dir: string;
+  close(): void;
+}
+
+export async function createTestApp(env: Record<string, string> = {}): Promise<TestApp> {
+  const dir = makeTempDir();
+  const config = testConfig(dir, env);
+  const db = openDatabase({
+    path: config.databasePath,
+    backupDir: config.backupDir,
+    busyTimeoutMs: config.busyTimeoutMs,
+  });
+  await runMigrations({
+    db,
+    migrationsDir: config.migrationsDir,
+    backupDir: config.backupDir,
+    logger: silentLogger,
+  });
+  const app = createApp({ config, db, logger: silentLogger });
+  return {
+    app,
+    db,
+    config,
+    dir,
+    close() {
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Writes a migrations folder holding the project's migrations plus the given extra modules. */
+export function migrationsWith(dir: string, extra: Record<string, string>): string {
+  const target = path.join(dir, "migrations");
+  fs.mkdirSync(target, { recursive: true });
+  // Migrations import kysely: let Node's resolution find the project's packages from here.
+  if (!fs.existsSync(path.join(dir, "node_modules")))
+    fs.symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
+  for (const file of fs.readdirSync(path.join(ROOT, "migrations"))) {
+    fs.copyFileSync(path.join(ROOT, "migrations", file), path.join(target, file));
+  }
+  for (const [file, source] of Object.entries(extra)) fs.writeFileSync(path.join(target, file), source);
+  return target;
+}
+
+export type LogLine = Record<string, unknown> & { msg?: string };
+
+export interface Child {
+  process: ChildProcess;
+  logs: LogLine[];
+  stderr(): string;
+  /** Resolves with the first log line that matches; rejects if the process exits first. */
+  waitForLog(match: (line: LogLine) => boolean): Promise<LogLine>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Runs a Node script of this project as a real child process, collecting its JSON log lines. */
+export function runNode(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+  options: { uid?: number; gid?: number } = {},
+): Child {
+  const child = spawn(process.execPath, [script, ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", NODE_ENV: "test", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+    ...options,
+  });
+  const logs: LogLine[] = [];
+  const waiters = new Set<{ match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
+  let err = "";
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+    err += chunk;
+  });
+  createInterface({ input: child.stdout! }).on("line", (text) => {
+    let line: LogLine;
+    try {
+      line = JSON.parse(text) as LogLine;
+    } catch {
+      line = { msg: text };
+    }
+    logs.push(line);
+    for (const waiter of waiters) {
+      if (waiter.match(line)) {
+        waiters.delete(waiter);
+        waiter.resolve(line);
+      }
+    }
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once("exit", (code, signal) => resolve({ code, signal }));
+  });
+  return {
+    process: child,
+    logs,
+    stderr: () => err,
+    exited,
+    waitForLog(match) {
+      const seen = logs.find(match);
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        waiters.add({ match, resolve });
+        void exited.then(({ code, signal }) =>
+          reject(
+            new Error(`process exited (code ${code}, signal ${signal}) before the log line; stderr: ${err}`),
+          ),
+        );
+      });
+    },
+  };
+}
+
+export interface ServiceChild extends Child {
+  port: number;
+}
+
+/** Starts the service (src/main.ts) and resolves once it listens. */
+export async function startService(
+  env: Record<string, string>,
+  options: { uid?: number; gid?: number } = {},
+): Promise<ServiceChild> {
+  const child = runNode("src/main.ts", [], { PORT: "0", HOST: "127.0.0.1", ...env }, options);
+  const listening = await child.waitForLog((l) => l.msg === "listening");
+  return Object.assign(child, { port: listening.port as number });
+}
+
+/** A logger whose lines are kept in memory, for asserting what was logged. */
+export function captureLogger(): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const logger = pino(
+    { level: "info" },
+    { write: (text: string) => lines.push(JSON.parse(text) as LogLine) },
+  );
+  return { logger, lines };
+}
