@@ -1,0 +1,114 @@
+// scripts/migrate.ts as users run it: status, up, down and new, on a real database file.
+import fs from "node:fs";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { listBackups } from "../src/db/backup.ts";
+import { makeTempDir, migrationsWith, runNode } from "./helpers.ts";
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function setup() {
+  const dir = makeTempDir();
+  dirs.push(dir);
+  const migrationsDir = migrationsWith(dir, {});
+  const env = {
+    DATABASE_PATH: path.join(dir, "app.db"),
+    BACKUP_DIR: path.join(dir, "backups"),
+    MIGRATIONS_DIR: migrationsDir,
+  };
+  return { dir, migrationsDir, env };
+}
+
+async function migrate(env: Record<string, string>, ...args: string[]) {
+  const child = runNode("scripts/migrate.ts", args, env);
+  const { code } = await child.exited;
+  return {
+    code,
+    lines: child.logs.map((l) =>
+      typeof l.msg === "string" && Object.keys(l).length === 1 ? l.msg : JSON.stringify(l),
+    ),
+    stderr: child.stderr(),
+  };
+}
+
+describe("npm run migrate:*", () => {
+  it("lists, applies, reverts and re-applies migrations by name", async () => {
+    const { env, migrationsDir } = setup();
+    expect(await migrate(env, "status")).toMatchObject({
+      code: 0,
+      lines: ["pending  0001_create_notes", "0 applied, 1 pending"],
+    });
+    expect(await migrate(env, "up")).toMatchObject({ code: 0, lines: ["applied  0001_create_notes"] });
+    expect(await migrate(env, "up")).toMatchObject({ code: 0, lines: ["nothing to apply"] });
+
+    fs.writeFileSync(
+      path.join(migrationsDir, "0002_add_tags.ts"),
+      `export async function up(db) { await db.schema.alterTable("notes").addColumn("tags", "text").execute(); }
+export async function down(db) { await db.schema.alterTable("notes").dropColumn("tags").execute(); }`,
+    );
+    const status = await migrate(env, "status", "--json");
+    expect(JSON.parse(status.lines[0]!)).toEqual({
+      applied: ["0001_create_notes"],
+      pending: ["0002_add_tags"],
+    });
+
+    // The database now holds a table: applying backs it up first, and so does reverting.
+    const up = await migrate(env, "up", "--json");
+    const applied = JSON.parse(up.lines[0]!);
+    expect(applied).toEqual({
+      applied: ["0002_add_tags"],
+      backup: expect.stringMatching(/pre-migration-0002_add_tags\.db$/),
+    });
+    const down = await migrate(env, "down");
+    expect(down.code).toBe(0);
+    expect(down.lines).toEqual([
+      expect.stringMatching(/^backup {3}.*pre-rollback-0002_add_tags\.db$/),
+      "reverted 0002_add_tags",
+    ]);
+    expect(
+      listBackups(env.BACKUP_DIR)
+        .map((b) => b.kind)
+        .sort(),
+    ).toEqual(["pre-migration", "pre-rollback"]);
+    expect((await migrate(env, "status")).lines.at(-1)).toBe("1 applied, 1 pending");
+  });
+
+  it("writes the next numbered migration from the template, which applies and reverts", async () => {
+    const { env, migrationsDir } = setup();
+    const created = await migrate(env, "new", "add_widgets");
+    expect(created.code).toBe(0);
+    const file = path.join(migrationsDir, "0002_add_widgets.ts");
+    expect(created.lines).toEqual([`created ${path.relative(process.cwd(), file)}`]);
+    expect(fs.readFileSync(file, "utf8")).toMatch(/export async function up\(db: Kysely<any>\)/);
+    expect((await migrate(env, "up")).lines).toEqual([
+      "applied  0001_create_notes",
+      "applied  0002_add_widgets",
+    ]);
+    expect((await migrate(env, "down")).code).toBe(0);
+  });
+
+  it("refuses a bad name or command with a usage line and exit code 2", async () => {
+    const { env } = setup();
+    const badName = await migrate(env, "new", "Add-Widgets");
+    expect(badName.code).toBe(2);
+    expect(badName.stderr).toMatch(/lowercase letters, digits and underscores/);
+    const badCommand = await migrate(env, "sideways");
+    expect(badCommand.code).toBe(2);
+    expect(badCommand.stderr).toMatch(/^usage: /);
+  });
+
+  it("exits 1 with one line when a migration fails, naming it", async () => {
+    const { env, migrationsDir } = setup();
+    fs.writeFileSync(
+      path.join(migrationsDir, "0002_broken.ts"),
+      'export async function up() { throw new Error("no"); }\n',
+    );
+    const result = await migrate(env, "up");
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^startup failed: migration 0002_broken failed: no\. Rolled back/m);
+    expect((await migrate(env, "status")).lines.at(-1)).toBe("0 applied, 2 pending");
+  });
+});
