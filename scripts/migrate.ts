@@ -3,19 +3,22 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { loadConfig } from "../src/config.ts";
+import { type Config, loadConfig } from "../src/config.ts";
 import { openDatabase } from "../src/db/database.ts";
+import { dryRunMigrations } from "../src/db/drill.ts";
 import {
   findMigrations,
+  MigrationError,
   readMigrationStatus,
   revertLastMigration,
   runMigrations,
 } from "../src/db/migrator.ts";
-import { createLogger } from "../src/logger.ts";
+import { createLogger, type Logger } from "../src/logger.ts";
 import { exitWithStartupError } from "../src/startup-error.ts";
 
-const USAGE = `usage: node scripts/migrate.ts <up|status|down|new> [--json] [name]
+const USAGE = `usage: node scripts/migrate.ts <up|status|down|new> [--json] [--dry-run] [name]
   up       apply every pending migration in one transaction (backup first if the database holds data)
+  up --dry-run  apply them to a fresh snapshot in a scratch folder instead; nothing live changes
   status   list applied and pending migrations
   down     revert the most recently applied migration (backup first)
   new NAME write migrations/NNNN_NAME.ts from the template`;
@@ -34,7 +37,10 @@ export async function down(db: Kysely<any>): Promise<void> {
 `;
 
 process.umask(0o077);
-const { positionals, values } = parseArgs({ allowPositionals: true, options: { json: { type: "boolean" } } });
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: { json: { type: "boolean" }, "dry-run": { type: "boolean" } },
+});
 const [command, name] = positionals;
 
 try {
@@ -60,6 +66,13 @@ try {
 
   // Logs go to stderr so stdout carries only the command's answer.
   const logger = createLogger(config, 2);
+  if (values["dry-run"]) {
+    if (command !== "up") {
+      console.error("--dry-run goes with up: npm run migrate -- --dry-run");
+      process.exit(2);
+    }
+    process.exit((await dryRun(config, logger)) ? 0 : 1);
+  }
   const db = openDatabase({
     path: config.databasePath,
     backupDir: config.backupDir,
@@ -91,4 +104,28 @@ try {
   }
 } catch (error) {
   exitWithStartupError(error);
+}
+
+async function dryRun(config: Config, logger: Logger): Promise<boolean> {
+  try {
+    const { applied } = await dryRunMigrations({ ...config, logger });
+    if (values.json) console.log(JSON.stringify({ ok: true, applied }));
+    else {
+      for (const m of applied) console.log(`ok       ${m}`);
+      console.log(
+        applied.length === 0
+          ? "dry run: nothing to apply"
+          : `dry run: ${applied.length} migration(s) apply cleanly to a snapshot of ${config.databasePath}; it was not changed`,
+      );
+    }
+    return true;
+  } catch (error) {
+    if (!(error instanceof MigrationError)) throw error;
+    if (values.json) console.log(JSON.stringify({ ok: false, error: error.message }));
+    else
+      console.log(
+        `dry run FAILED on a snapshot (since deleted); ${config.databasePath} was not changed:\n${error.message}`,
+      );
+    return false;
+  }
 }

@@ -5,6 +5,7 @@ import express, { type Express } from "express";
 import helmet from "helmet";
 import { pinoHttp } from "pino-http";
 import type { Config } from "./config.ts";
+import type { BackupSchedule } from "./db/backup-schedule.ts";
 import type { Database } from "./db/database.ts";
 import { errorHandler, JSON_TYPES, notFound, requireJsonBody } from "./http/errors.ts";
 import { healthRouter } from "./http/health.ts";
@@ -15,13 +16,15 @@ export interface AppDeps {
   config: Pick<Config, "bodyLimit" | "trustProxy" | "backupDir" | "migrationsDir">;
   db: Database;
   logger: Logger;
+  /** Scheduled backups, when the service runs them: their failures show in /health. */
+  backups?: Pick<BackupSchedule, "lastFailure">;
 }
 
 // Kept when a proxy or client sends one, so a request can be followed across services; anything
 // longer or with other characters (CR/LF, spaces, quotes) is replaced, never echoed.
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
-export function createApp({ config, db, logger }: AppDeps): Express {
+export function createApp({ config, db, logger, backups }: AppDeps): Express {
   const app = express();
   app.disable("x-powered-by");
   app.set("trust proxy", config.trustProxy);
@@ -58,7 +61,10 @@ export function createApp({ config, db, logger }: AppDeps): Express {
     express.json({ limit: config.bodyLimit, type: JSON_TYPES }),
   );
 
-  app.use("/health", healthRouter({ db, backupDir: config.backupDir, migrationsDir: config.migrationsDir }));
+  app.use(
+    "/health",
+    healthRouter({ db, backupDir: config.backupDir, migrationsDir: config.migrationsDir, backups }),
+  );
   app.use("/api/notes", notesRouter(db.kysely));
 
   app.use(notFound, errorHandler);

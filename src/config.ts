@@ -27,6 +27,25 @@ const integerString = (min: number, max: number) =>
         .max(max, { error: `expected at most ${max}` }),
     );
 
+const DURATION_UNITS_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+// "30s", "15m", "6h", "1d"; "off" (or unset) disables. Whole units only: what an operator writes.
+const interval = z
+  .string()
+  .regex(/^(off|\d+[smhd])$/, { error: "expected a duration such as 30s, 15m, 6h or 1d, or off" })
+  .transform((v) =>
+    v === "off"
+      ? null
+      : Number(v.slice(0, -1)) * DURATION_UNITS_MS[v.at(-1) as keyof typeof DURATION_UNITS_MS],
+  )
+  .pipe(
+    z
+      .number()
+      .min(1_000, { error: "expected at least 1s" })
+      .max(365 * 86_400_000, { error: "expected at most 365d" })
+      .nullable(),
+  );
+
 // Express's `trust proxy`: false (default), true, a hop count, or addresses/subnets/names.
 const trustProxy = z.string().transform((value, ctx): boolean | number | string => {
   const v = value.trim();
@@ -53,6 +72,9 @@ const envSchema = z.object({
   HOST: z.string().min(1).default("0.0.0.0"),
   DATABASE_PATH: z.string().min(1).default("./data/app.db"),
   BACKUP_DIR: z.string().min(1).optional(),
+  BACKUP_INTERVAL: interval.default(null),
+  BACKUP_KEEP: integerString(1, 100_000).default(10),
+  BACKUP_MAX_AGE_DAYS: integerString(1, 36_500).optional(),
   MIGRATIONS_DIR: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).default("info"),
   MIGRATE_ON_START: booleanString.default(true),
@@ -75,6 +97,12 @@ export interface Config {
   readonly databasePath: string;
   /** Absolute path of the folder that holds backups. */
   readonly backupDir: string;
+  /** How often the service takes a backup of its own; null: never. */
+  readonly backupIntervalMs: number | null;
+  /** Retention: the newest N backups are kept... */
+  readonly backupKeep: number;
+  /** ...and of those only the ones younger than this many days; null: no age limit. */
+  readonly backupMaxAgeDays: number | null;
   /** Absolute path of the folder that holds the migration modules. */
   readonly migrationsDir: string;
   readonly logLevel: LogLevel;
@@ -107,6 +135,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     host: e.HOST,
     databasePath,
     backupDir: path.resolve(cwd, e.BACKUP_DIR ?? path.join(path.dirname(databasePath), "backups")),
+    backupIntervalMs: e.BACKUP_INTERVAL,
+    backupKeep: e.BACKUP_KEEP,
+    backupMaxAgeDays: e.BACKUP_MAX_AGE_DAYS ?? null,
     migrationsDir: e.MIGRATIONS_DIR
       ? path.resolve(cwd, e.MIGRATIONS_DIR)
       : path.join(projectRoot, "migrations"),

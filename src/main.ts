@@ -2,6 +2,7 @@
 
 import { createApp } from "./app.ts";
 import { loadConfig } from "./config.ts";
+import { startBackupSchedule } from "./db/backup-schedule.ts";
 import { openDatabase } from "./db/database.ts";
 import { runMigrations } from "./db/migrator.ts";
 import { createLogger } from "./logger.ts";
@@ -33,7 +34,8 @@ try {
   exitWithStartupError(error, logger);
 }
 
-const app = createApp({ config, db, logger });
+const backups = startBackupSchedule({ db, config, logger });
+const app = createApp({ config, db, logger, backups });
 const running = await listen(app, config).catch((error: unknown) => exitWithStartupError(error, logger));
 logger.info({ port: running.port, host: config.host, database: db.path }, "listening");
 
@@ -47,6 +49,7 @@ const shutdown = async (signal: NodeJS.Signals) => {
   logger.info({ signal, timeoutMs: config.shutdownTimeoutMs }, "shutting down: draining requests");
   const { cut } = await running.stop(config.shutdownTimeoutMs);
   if (cut > 0) logger.warn({ cut }, "shutdown timeout reached: cut the requests still running");
+  await backups.stop();
   db.close();
   logger.info("database closed; bye");
   process.exit(0);

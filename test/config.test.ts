@@ -67,6 +67,29 @@ describe("config", () => {
   });
 
   it.each([
+    ["30s", 30_000],
+    ["15m", 900_000],
+    ["6h", 21_600_000],
+    ["1d", 86_400_000],
+    ["off", null],
+    ["", null],
+  ])("reads BACKUP_INTERVAL=%s as %s ms", (value, ms) => {
+    expect(loadConfig({ BACKUP_INTERVAL: value }, "/x").backupIntervalMs).toBe(ms);
+  });
+
+  it("keeps 10 backups with no age limit and no schedule by default", () => {
+    expect(loadConfig({}, "/x")).toMatchObject({
+      backupIntervalMs: null,
+      backupKeep: 10,
+      backupMaxAgeDays: null,
+    });
+    expect(loadConfig({ BACKUP_KEEP: "3", BACKUP_MAX_AGE_DAYS: "14" }, "/x")).toMatchObject({
+      backupKeep: 3,
+      backupMaxAgeDays: 14,
+    });
+  });
+
+  it.each([
     ["PORT", "http", /invalid PORT="http": expected a whole number from 0 to 65535/],
     ["PORT", "70000", /invalid PORT="70000": expected at most 65535/],
     ["LOG_LEVEL", "loud", /invalid LOG_LEVEL="loud": .*"info"/],
@@ -75,6 +98,14 @@ describe("config", () => {
     ["SHUTDOWN_TIMEOUT_MS", "-1", /invalid SHUTDOWN_TIMEOUT_MS="-1"/],
     ["BODY_LIMIT", "lots", /invalid BODY_LIMIT="lots": expected a size such as 100kb/],
     ["TRUST_PROXY", "not-an-ip", /invalid TRUST_PROXY="not-an-ip": "not-an-ip" is not an IP address/],
+    [
+      "BACKUP_INTERVAL",
+      "6 hours",
+      /invalid BACKUP_INTERVAL="6 hours": expected a duration such as 30s, 15m, 6h or 1d, or off/,
+    ],
+    ["BACKUP_INTERVAL", "0s", /invalid BACKUP_INTERVAL="0s": expected at least 1s/],
+    ["BACKUP_KEEP", "0", /invalid BACKUP_KEEP="0": expected at least 1/],
+    ["BACKUP_MAX_AGE_DAYS", "a week", /invalid BACKUP_MAX_AGE_DAYS="a week": expected a whole number/],
   ])("rejects %s=%s with one line naming the variable, value and what is allowed", (name, value, message) => {
     let error: unknown;
     try {

@@ -93,8 +93,8 @@ describe("openDatabase", () => {
 
   it("refuses a text file at DATABASE_PATH, names the newest backup and leaves the file untouched", () => {
     const { dir, file, backupDir } = setup();
-    // A real backup to be named in the message.
-    const source = path.join(dir, "source.db");
+    // A real backup of a database of the same name (another database's backups are not offered).
+    const source = path.join(dir, "app.db");
     const s = new BetterSqlite3(source);
     s.exec("CREATE TABLE t (x)");
     s.close();

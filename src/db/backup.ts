@@ -34,8 +34,7 @@ function parseStamp(stamp: string): Date {
 }
 
 export function backupFileName(databasePath: string, kind: BackupKind, date: Date, label?: string): string {
-  const database = path.basename(databasePath).replace(/\.[^.]*$/, "");
-  return `${database}-${formatStamp(date)}-${kind}${label ? `-${label}` : ""}.db`;
+  return `${databaseName(databasePath)}-${formatStamp(date)}-${kind}${label ? `-${label}` : ""}.db`;
 }
 
 /** Backups in `dir`, newest first. Temporary and foreign files are ignored. */
@@ -74,19 +73,61 @@ export function listBackups(dir: string): BackupFile[] {
   );
 }
 
-export function findNewestBackup(dir: string): BackupFile | undefined {
-  return listBackups(dir)[0];
+/** The newest backup in `dir`; with `databasePath`, the newest of that database's backups. */
+export function findNewestBackup(dir: string, databasePath?: string): BackupFile | undefined {
+  const name = databasePath === undefined ? undefined : databaseName(databasePath);
+  return listBackups(dir).find((backup) => name === undefined || backup.database === name);
 }
 
 /** `integrity_check` of a database file; returns SQLite's findings, or ["ok"]. */
 export function checkIntegrity(file: string): string[] {
-  const db = new BetterSqlite3(file, { readonly: true, fileMustExist: true });
+  return verifyDatabaseFile(file).integrity;
+}
+
+export interface Verdict {
+  /** SQLite's `integrity_check` findings; `["ok"]` when there are none. */
+  integrity: string[];
+  /** Rows whose REFERENCES point at nothing (`foreign_key_check`). */
+  foreignKeys: { table: string; rowid: number | null; parent: string }[];
+  ok: boolean;
+}
+
+/**
+ * `integrity_check` and `foreign_key_check` of a database file: safe on the live database while
+ * the service runs (one read transaction; writers go on).
+ */
+export function verifyDatabaseFile(file: string): Verdict {
+  const db = openForReading(file);
   try {
-    const rows = db.pragma("integrity_check") as { integrity_check: string }[];
-    return rows.map((row) => row.integrity_check);
+    return verifyConnection(db);
   } finally {
     db.close();
   }
+}
+
+/**
+ * A connection that only reads (`query_only`). Read-write in SQLite's terms all the same: a
+ * read-only connection to a WAL database creates -wal/-shm beside it that it cannot remove, and
+ * would leave them behind when the service is not running; this one removes them on close.
+ */
+export function openForReading(file: string): BetterSqlite3.Database {
+  const db = new BetterSqlite3(file, { fileMustExist: true });
+  db.pragma("query_only = ON");
+  return db;
+}
+
+export function verifyConnection(db: BetterSqlite3.Database): Verdict {
+  const integrity = (db.pragma("integrity_check") as { integrity_check: string }[]).map(
+    (row) => row.integrity_check,
+  );
+  const foreignKeys = (
+    db.pragma("foreign_key_check") as { table: string; rowid: number | null; parent: string }[]
+  ).map(({ table, rowid, parent }) => ({ table, rowid, parent }));
+  return {
+    integrity,
+    foreignKeys,
+    ok: integrity.length === 1 && integrity[0] === "ok" && foreignKeys.length === 0,
+  };
 }
 
 export class BackupError extends Error {
@@ -99,58 +140,204 @@ export interface TakeBackupOptions {
   kind: BackupKind;
   label?: string;
   now?: Date;
+  /**
+   * Copy through this connection instead of a read-only one of our own: for a caller that holds an
+   * exclusive lock on the database (restore), which a second connection could not get past.
+   */
+  connection?: BetterSqlite3.Database;
 }
 
 /**
  * Snapshot `databasePath` with `VACUUM INTO` through a connection of its own (a consistent read
  * transaction, so writers elsewhere go on), verify the copy, and only then give it its final name:
  * a crash at any point leaves at most a `.tmp` file, which nothing mistakes for a backup.
- * `VACUUM INTO` is synchronous: callers that serve requests meanwhile should use the online
- * backup API instead.
+ * `VACUUM INTO` is synchronous: callers that serve requests meanwhile use `takeOnlineBackup`.
  */
-export function takeBackup({
+export function takeBackup({ connection, ...options }: TakeBackupOptions): BackupFile {
+  const target = startBackupFile(options);
+  try {
+    // Read-write in SQLite's terms though it only reads: a read-only connection to a WAL database
+    // creates -wal/-shm it cannot remove, leaving them behind when the service is not running.
+    const source = connection ?? new BetterSqlite3(options.databasePath, { fileMustExist: true });
+    try {
+      source.prepare("VACUUM INTO ?").run(target.tmpPath);
+    } finally {
+      if (!connection) source.close();
+    }
+    return completeBackupFile(target);
+  } catch (error) {
+    abandonBackupFile(target);
+    throw error;
+  }
+}
+
+export interface TakeOnlineBackupOptions extends Omit<TakeBackupOptions, "databasePath" | "connection"> {
+  /** The serving connection and the path of its database. */
+  db: { path: string; sqlite: BetterSqlite3.Database };
+  /** Pages copied per turn of the event loop. */
+  pagesPerStep?: number;
+  /** Aborts the copy between two steps (at shutdown); the partial file is removed. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Snapshot through the serving connection with SQLite's online backup API, a batch of pages per
+ * turn of the event loop, so requests go on being served during the copy (`VACUUM INTO` would
+ * block the loop for the whole of it). Writes through this connection meanwhile are carried into
+ * the copy; a write from another process restarts it. Verified and renamed as `takeBackup` does.
+ */
+export async function takeOnlineBackup({
+  db,
+  pagesPerStep = 256,
+  signal,
+  ...options
+}: TakeOnlineBackupOptions): Promise<BackupFile> {
+  const target = startBackupFile({ ...options, databasePath: db.path });
+  try {
+    await db.sqlite.backup(target.tmpPath, {
+      progress: () => {
+        signal?.throwIfAborted();
+        return pagesPerStep;
+      },
+    });
+    // The integrity check below is one synchronous call; it reads the copy, not the live file.
+    return completeBackupFile(target);
+  } catch (error) {
+    abandonBackupFile(target);
+    throw error;
+  }
+}
+
+interface BackupTarget {
+  databasePath: string;
+  backupDir: string;
+  kind: BackupKind;
+  label: string | undefined;
+  now: Date;
+  file: string;
+  finalPath: string;
+  tmpPath: string;
+}
+
+function startBackupFile({
   databasePath,
   backupDir,
   kind,
   label,
   now = new Date(),
-}: TakeBackupOptions): BackupFile {
+}: Omit<TakeBackupOptions, "connection">): BackupTarget {
   fs.mkdirSync(backupDir, { recursive: true, mode: 0o700 });
   const file = backupFileName(databasePath, kind, now, label);
-  const finalPath = path.join(backupDir, file);
-  const tmpPath = path.join(backupDir, `.${file}.${process.pid}.tmp`);
+  // A leading dot and a .tmp suffix: no listing, restore or retention takes it for a backup.
+  const tmpPath = path.join(backupDir, `.${file}.${process.pid}${TMP_SUFFIX}`);
+  fs.rmSync(tmpPath, { force: true }); // SQLite's backup API would copy into an existing file
+  return { databasePath, backupDir, kind, label, now, file, finalPath: path.join(backupDir, file), tmpPath };
+}
+
+/**
+ * Makes the copy a self-contained file (rollback journal mode: the online backup API copies the
+ * WAL flag, and a WAL file would need -wal/-shm beside it to be read), checks it, and renames it
+ * into place only once it is durable.
+ */
+function completeBackupFile(target: BackupTarget): BackupFile {
+  const { tmpPath, finalPath, backupDir } = target;
+  const copy = new BetterSqlite3(tmpPath, { fileMustExist: true });
   try {
-    const source = new BetterSqlite3(databasePath, { readonly: true, fileMustExist: true });
-    try {
-      source.prepare("VACUUM INTO ?").run(tmpPath);
-    } finally {
-      source.close();
-    }
-    const findings = checkIntegrity(tmpPath);
-    if (findings.length !== 1 || findings[0] !== "ok") {
-      throw new BackupError(`backup ${tmpPath} failed integrity_check: ${findings.slice(0, 3).join("; ")}`);
-    }
-    fs.chmodSync(tmpPath, 0o600);
-    syncFile(tmpPath);
-    fs.renameSync(tmpPath, finalPath);
-    syncFile(backupDir);
-  } catch (error) {
-    fs.rmSync(tmpPath, { force: true });
-    throw error;
+    copy.pragma("journal_mode = DELETE");
+    assertSound(verifyConnection(copy), `backup ${tmpPath}`);
+  } finally {
+    copy.close();
   }
+  fs.chmodSync(tmpPath, 0o600);
+  syncFile(tmpPath);
+  fs.renameSync(tmpPath, finalPath);
+  syncFile(backupDir);
   return {
     path: finalPath,
-    file,
-    database: path.basename(databasePath).replace(/\.[^.]*$/, ""),
-    kind,
-    label,
-    createdAt: now,
+    file: target.file,
+    database: databaseName(target.databasePath),
+    kind: target.kind,
+    label: target.label,
+    createdAt: target.now,
     sizeBytes: fs.statSync(finalPath).size,
   };
 }
 
+/** Throws a BackupError naming `what` and SQLite's first findings unless the verdict is clean. */
+export function assertSound(verdict: Verdict, what: string): void {
+  if (verdict.ok) return;
+  const findings = [
+    ...verdict.integrity.filter((line) => line !== "ok"),
+    ...verdict.foreignKeys.map((v) => `${v.table} row ${v.rowid} references a missing ${v.parent}`),
+  ];
+  throw new BackupError(`${what} failed verification: ${findings.slice(0, 3).join("; ")}`);
+}
+
+function abandonBackupFile({ tmpPath }: BackupTarget): void {
+  for (const suffix of ["", "-journal", "-wal", "-shm"]) fs.rmSync(`${tmpPath}${suffix}`, { force: true });
+}
+
+export interface RetentionPolicy {
+  /** Keep the newest `keep` backups of the database. */
+  keep: number;
+  /** And of those, only the ones younger than this; null: no age limit. */
+  maxAgeDays: number | null;
+}
+
+/**
+ * Applies the retention policy to the backups of `databasePath` in `backupDir` (other databases'
+ * backups in the same folder are left alone) and returns what it removed. Every kind follows the
+ * policy, but the newest pre-migration backup is always kept: it is the way back from the last
+ * schema change. Temporary files older than a day (left by a crash) are removed too.
+ */
+export function pruneBackups({
+  databasePath,
+  backupDir,
+  keep,
+  maxAgeDays,
+  now = new Date(),
+}: RetentionPolicy & { databasePath: string; backupDir: string; now?: Date }): BackupFile[] {
+  const mine = listBackups(backupDir).filter((b) => b.database === databaseName(databasePath));
+  const newestPreMigration = mine.find((b) => b.kind === "pre-migration");
+  const oldest = maxAgeDays === null ? -Infinity : now.getTime() - maxAgeDays * DAY_MS;
+  const removed = mine.filter(
+    (backup, index) =>
+      backup !== newestPreMigration && (index >= keep || backup.createdAt.getTime() < oldest),
+  );
+  for (const backup of removed) fs.rmSync(backup.path, { force: true });
+  removeAbandonedTemporaries(backupDir, now);
+  return removed;
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+const TMP_SUFFIX = ".tmp";
+
+// A backup in progress writes to its temporary file all along, so one untouched for a day was left
+// by a process that died. Age, not "is that pid alive": pids mean nothing across containers.
+function removeAbandonedTemporaries(backupDir: string, now: Date): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(backupDir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(".") || !/\.tmp(-journal|-wal|-shm)?$/.test(name)) continue;
+    const full = path.join(backupDir, name);
+    try {
+      if (now.getTime() - fs.statSync(full).mtimeMs > DAY_MS) fs.rmSync(full, { force: true });
+    } catch {
+      // gone already
+    }
+  }
+}
+
+export function databaseName(databasePath: string): string {
+  return path.basename(databasePath).replace(/\.[^.]*$/, "");
+}
+
 // fsync so that a rename that survived a power cut names a complete file.
-function syncFile(target: string): void {
+export function syncFile(target: string): void {
   const fd = fs.openSync(target, "r");
   try {
     fs.fsyncSync(fd);

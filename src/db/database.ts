@@ -55,7 +55,7 @@ const PRAGMAS = [
 
 export function openDatabase({ path: file, backupDir, busyTimeoutMs }: OpenDatabaseOptions): Database {
   const fail = (problem: string): never => {
-    throw new DatabaseStartupError(`${problem} ${describeNewestBackup(backupDir)}`);
+    throw new DatabaseStartupError(`${problem} ${describeNewestBackup(backupDir, file)}`);
   };
   prepareFile(file);
   checkHeader(file, fail);
@@ -207,10 +207,10 @@ function checkHeader(file: string, fail: (problem: string) => never): void {
   }
 }
 
-function describeNewestBackup(backupDir: string): string {
+function describeNewestBackup(backupDir: string, file: string): string {
   let newest: string | undefined;
   try {
-    newest = findNewestBackup(backupDir)?.path;
+    newest = findNewestBackup(backupDir, file)?.path;
   } catch {
     // An unreadable backup folder must not hide the original problem.
   }

@@ -2,7 +2,8 @@
 // the row counts, which are a scan per table and so are cached for a few seconds.
 import fs from "node:fs";
 import { findNewestBackup } from "./backup.ts";
-import type { Database } from "./database.ts";
+import type { BackupFailure } from "./backup-schedule.ts";
+import type { Database, SqliteConnection } from "./database.ts";
 import { type MigrationFile, readMigrationStatus } from "./migrator.ts";
 
 export interface DatabaseStats {
@@ -15,7 +16,16 @@ export interface DatabaseStats {
   pageCount: number;
   freelistCount: number;
   migrations: { applied: number; pending: number; latest: string | null };
-  lastBackup: { file: string; createdAt: string; ageSeconds: number } | null;
+  /**
+   * The newest backup on disk (null fields when there is none) and, when the service's latest
+   * scheduled backup failed, that error and its age. null: no backup and no failure.
+   */
+  lastBackup: {
+    file: string | null;
+    createdAt: string | null;
+    ageSeconds: number | null;
+    error?: { message: string; at: string; ageSeconds: number };
+  } | null;
   tables: Record<string, number>;
 }
 
@@ -23,6 +33,8 @@ export interface StatsReaderOptions {
   db: Database;
   backupDir: string;
   migrations: MigrationFile[];
+  /** The scheduled backups' latest failure, if any. */
+  backupFailure?: () => BackupFailure | null;
   /** How long row counts and the backup listing are reused. */
   cacheMs?: number;
   now?: () => number;
@@ -39,6 +51,7 @@ export function createStatsReader({
   db,
   backupDir,
   migrations,
+  backupFailure = () => null,
   cacheMs = 5_000,
   now = Date.now,
 }: StatsReaderOptions): () => DatabaseStats {
@@ -48,20 +61,14 @@ export function createStatsReader({
   let slow: Slow | undefined;
 
   const readSlow = (): Slow => {
-    const names = sqlite
-      .prepare(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
-      )
-      .pluck()
-      .all() as string[];
-    const tables: Record<string, number> = {};
-    for (const name of names) {
-      tables[name] = sqlite
-        .prepare(`SELECT count(*) FROM "${name.replaceAll('"', '""')}"`)
-        .pluck()
-        .get() as number;
+    const tables = countRows(sqlite);
+    let newest: ReturnType<typeof findNewestBackup>;
+    try {
+      newest = findNewestBackup(backupDir, db.path);
+    } catch {
+      // An unreadable backup folder says nothing about the database; the failing backups report it.
+      newest = undefined;
     }
-    const newest = findNewestBackup(backupDir);
     return {
       at: now(),
       tables,
@@ -87,17 +94,48 @@ export function createStatsReader({
         pending: status.pending.length,
         latest: status.applied.at(-1) ?? null,
       },
-      lastBackup: slow.lastBackup && {
-        file: slow.lastBackup.file,
-        createdAt: slow.lastBackup.createdAt.toISOString(),
-        ageSeconds: Math.max(0, Math.round((current - slow.lastBackup.createdAt.getTime()) / 1000)),
-      },
+      lastBackup: describeLastBackup(slow.lastBackup, backupFailure(), current),
       tables: slow.tables,
     };
   };
 }
 
-function fileSize(file: string): number {
+function describeLastBackup(
+  newest: Slow["lastBackup"],
+  failure: BackupFailure | null,
+  now: number,
+): DatabaseStats["lastBackup"] {
+  const age = (date: Date) => Math.max(0, Math.round((now - date.getTime()) / 1000));
+  if (!newest && !failure) return null;
+  return {
+    file: newest?.file ?? null,
+    createdAt: newest?.createdAt.toISOString() ?? null,
+    ageSeconds: newest ? age(newest.createdAt) : null,
+    ...(failure && {
+      error: { message: failure.message, at: failure.at.toISOString(), ageSeconds: age(failure.at) },
+    }),
+  };
+}
+
+/** Rows per table (the schema's own tables excluded): a scan each, so callers cache or run it rarely. */
+export function countRows(sqlite: SqliteConnection): Record<string, number> {
+  const names = sqlite
+    .prepare(
+      "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    .pluck()
+    .all() as string[];
+  const tables: Record<string, number> = {};
+  for (const name of names) {
+    tables[name] = sqlite
+      .prepare(`SELECT count(*) FROM "${name.replaceAll('"', '""')}"`)
+      .pluck()
+      .get() as number;
+  }
+  return tables;
+}
+
+export function fileSize(file: string): number {
   try {
     return fs.statSync(file).size;
   } catch {

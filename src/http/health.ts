@@ -1,6 +1,7 @@
 // /health (the database's state, 503 when it cannot serve) and /health/live (the process answers).
 import { Router } from "express";
 import packageJson from "../../package.json" with { type: "json" };
+import type { BackupSchedule } from "../db/backup-schedule.ts";
 import type { Database } from "../db/database.ts";
 import { findMigrations } from "../db/migrator.ts";
 import { createStatsReader, type DatabaseStats } from "../db/stats.ts";
@@ -9,11 +10,18 @@ export interface HealthOptions {
   db: Database;
   backupDir: string;
   migrationsDir: string;
+  /** The service's scheduled backups, whose failures /health reports. */
+  backups?: Pick<BackupSchedule, "lastFailure">;
 }
 
-export function healthRouter({ db, backupDir, migrationsDir }: HealthOptions): Router {
+export function healthRouter({ db, backupDir, migrationsDir, backups }: HealthOptions): Router {
   const router = Router();
-  const readStats = createStatsReader({ db, backupDir, migrations: findMigrations(migrationsDir) });
+  const readStats = createStatsReader({
+    db,
+    backupDir,
+    migrations: findMigrations(migrationsDir),
+    backupFailure: backups && (() => backups.lastFailure()),
+  });
 
   router.get("/live", (_req, res) => {
     res.json({ status: "ok" });

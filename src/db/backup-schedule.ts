@@ -1,0 +1,89 @@
+// Scheduled backups inside the service: the process that owns the database copies it through its
+// own connection (online backup API, a batch of pages per tick), then applies retention.
+import type { Config } from "../config.ts";
+import type { Logger } from "../logger.ts";
+import { pruneBackups, takeOnlineBackup } from "./backup.ts";
+import type { Database } from "./database.ts";
+
+export interface BackupFailure {
+  message: string;
+  at: Date;
+}
+
+export interface BackupSchedule {
+  /** The most recent scheduled backup's failure, or null once one has succeeded since. */
+  lastFailure(): BackupFailure | null;
+  /** Cancels the timer and aborts a backup in progress (its partial file is removed). */
+  stop(): Promise<void>;
+}
+
+export interface BackupScheduleOptions {
+  db: Database;
+  config: Pick<Config, "backupIntervalMs" | "backupDir" | "backupKeep" | "backupMaxAgeDays">;
+  logger: Logger;
+}
+
+export function startBackupSchedule({ db, config, logger }: BackupScheduleOptions): BackupSchedule {
+  const { backupIntervalMs } = config;
+  let failure: BackupFailure | null = null;
+  if (backupIntervalMs === null) return { lastFailure: () => null, stop: async () => {} };
+
+  const abort = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+
+  const run = async () => {
+    const started = performance.now();
+    try {
+      const backup = await takeOnlineBackup({
+        db,
+        backupDir: config.backupDir,
+        kind: "scheduled",
+        signal: abort.signal,
+      });
+      const pruned = pruneBackups({
+        databasePath: db.path,
+        backupDir: config.backupDir,
+        keep: config.backupKeep,
+        maxAgeDays: config.backupMaxAgeDays,
+      });
+      failure = null;
+      logger.info(
+        {
+          backup: backup.path,
+          bytes: backup.sizeBytes,
+          ms: Math.round(performance.now() - started),
+          pruned: pruned.map((b) => b.file),
+        },
+        "scheduled backup taken",
+      );
+    } catch (error) {
+      if (abort.signal.aborted) return;
+      failure = { message: (error as Error).message, at: new Date() };
+      logger.error({ err: error, backupDir: config.backupDir }, "scheduled backup failed");
+    }
+  };
+
+  // The next backup is scheduled when this one ends (not on a fixed beat), so a slow copy never
+  // overlaps the next; unref'd, so the timer alone never keeps the process alive.
+  const schedule = () => {
+    timer = setTimeout(() => {
+      running = run().finally(() => {
+        running = undefined;
+        if (!abort.signal.aborted) schedule();
+      });
+    }, backupIntervalMs);
+    timer.unref();
+  };
+  schedule();
+  logger.info({ intervalMs: backupIntervalMs, backupDir: config.backupDir }, "scheduled backups on");
+
+  return {
+    lastFailure: () => failure,
+    async stop() {
+      abort.abort();
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
