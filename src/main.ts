@@ -46,8 +46,10 @@ const shutdown = async (signal: NodeJS.Signals) => {
     process.exit(1);
   }
   shuttingDown = true;
+  // Stop listening before saying so: a client that reads this line must find the port closed.
+  const stopped = running.stop(config.shutdownTimeoutMs);
   logger.info({ signal, timeoutMs: config.shutdownTimeoutMs }, "shutting down: draining requests");
-  const { cut } = await running.stop(config.shutdownTimeoutMs);
+  const { cut } = await stopped;
   if (cut > 0) logger.warn({ cut }, "shutdown timeout reached: cut the requests still running");
   await backups.stop();
   db.close();
