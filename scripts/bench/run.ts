@@ -1,0 +1,292 @@
+// One run of the benchmark: fixtures, servers, the load generator, then each measurement in turn.
+// Everything the targets compare is measured here, in the same run, on the same machine.
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import BetterSqlite3 from "better-sqlite3";
+import { type BackupRow, runBackups } from "./backup.ts";
+import { type ColdStartRow, runColdStarts } from "./cold-start.ts";
+import { buildFixture, cachedFixture } from "./fixtures.ts";
+import { type HttpCase, type HttpRow, runHttpCases } from "./http.ts";
+import { type InProcessRow, runInProcess } from "./in-process.ts";
+import { ROOT, type ServerProcess, startLoader, startServer } from "./processes.ts";
+import { round } from "./stats.ts";
+
+export interface BenchSettings {
+  quick: boolean;
+  /** Notes in the database the service answers from. */
+  notes: number;
+  /** Notes in the large database: /health's "1M" case and the backup. */
+  bigNotes: number;
+  bigBodyBytes: number;
+  rounds: number;
+  warmupSeconds: number;
+  durationSeconds: number;
+  requestsPerRound: number | undefined;
+  connections: number;
+  coldStarts: number;
+  inProcessRoundMs: number;
+  backupRounds: number;
+  cacheDir: string;
+}
+
+export function defaultSettings(quick: boolean): BenchSettings {
+  const cacheDir = path.join(os.tmpdir(), "express-sqlite-template-bench");
+  return quick
+    ? {
+        quick,
+        notes: 1_000,
+        bigNotes: 5_000,
+        bigBodyBytes: 740,
+        rounds: 2,
+        warmupSeconds: 1,
+        durationSeconds: 1,
+        requestsPerRound: 200,
+        connections: 10,
+        coldStarts: 1,
+        inProcessRoundMs: 50,
+        backupRounds: 2,
+        cacheDir,
+      }
+    : {
+        quick,
+        notes: 100_000,
+        // ~1 GB: four notes of 740-byte bodies fill a 4 KiB page.
+        bigNotes: 1_000_000,
+        bigBodyBytes: 740,
+        rounds: 5,
+        warmupSeconds: 2,
+        durationSeconds: 3,
+        requestsPerRound: undefined,
+        connections: 10,
+        coldStarts: 7,
+        inProcessRoundMs: 500,
+        backupRounds: 3,
+        cacheDir,
+      };
+}
+
+export interface BenchResult {
+  startedAt: string;
+  machine: {
+    cpus: number;
+    cpuModel: string;
+    memoryBytes: number;
+    node: string;
+    sqlite: string;
+    platform: string;
+    loadAverageBefore: number[];
+    loadAverageAfter: number[];
+  };
+  settings: BenchSettings;
+  fixtures: { notesFile: string; bigFile: string; bigBytes: number; bigBuiltMs: number };
+  http: (HttpRow & { vsBare: number; vsMiddleware: number; p99VsBare: number })[];
+  healthBySize: { emptyReqPerSec: number; bigReqPerSec: number; emptyOverBig: number };
+  inProcess: InProcessRow[];
+  backup: BackupRow[];
+  coldStart: ColdStartRow;
+  /** The service's resident memory after the last round of POSTs: all, own (anonymous), mapped files. */
+  memory: { rssMb: number | undefined; anonMb: number | undefined; fileMb: number | undefined };
+  targets: Target[];
+}
+
+export interface Target {
+  name: string;
+  goal: string;
+  value: number;
+  met: boolean;
+}
+
+const NOTE_BODY = JSON.stringify({ title: "a note from the bench", body: "x".repeat(200) });
+
+export async function runBench(
+  settings: BenchSettings,
+  progress: (message: string) => void,
+): Promise<BenchResult> {
+  const startedAt = new Date().toISOString();
+  const loadAverageBefore = os.loadavg();
+  const migrationsDir = path.join(ROOT, "migrations");
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-run-"));
+  const servers: ServerProcess[] = [];
+  const loader = startLoader();
+  try {
+    progress(`building a database of ${settings.notes} notes`);
+    const notesFile = path.join(workDir, "notes", "app.db");
+    await buildFixture({ file: notesFile, notes: settings.notes, bodyBytes: 200, migrationsDir });
+    const emptyFile = path.join(workDir, "empty", "app.db");
+    await buildFixture({ file: emptyFile, notes: 0, bodyBytes: 0, migrationsDir });
+    progress(`building or reusing a database of ${settings.bigNotes} notes`);
+    const big = settings.quick
+      ? await (async () => {
+          const file = path.join(workDir, "big", "app.db");
+          const started = performance.now();
+          await buildFixture({
+            file,
+            notes: settings.bigNotes,
+            bodyBytes: settings.bigBodyBytes,
+            migrationsDir,
+          });
+          return { file, built: true, ms: performance.now() - started };
+        })()
+      : await cachedFixture(settings.cacheDir, {
+          notes: settings.bigNotes,
+          bodyBytes: settings.bigBodyBytes,
+          migrationsDir,
+        });
+
+    const serviceEnv = (file: string) => ({
+      DATABASE_PATH: file,
+      BACKUP_DIR: path.join(workDir, "backups"),
+      PORT: "0",
+      HOST: "127.0.0.1",
+      NODE_ENV: "production",
+      LOG_LEVEL: "info",
+    });
+    const start = async (script: string, args: string[], env: Record<string, string>) => {
+      const server = await startServer(script, args, env);
+      servers.push(server);
+      return server;
+    };
+    progress("starting servers");
+    const [bare, middleware, service, serviceEmpty, serviceBig] = await Promise.all([
+      start("scripts/bench/baseline-server.ts", [], {}),
+      start("scripts/bench/baseline-server.ts", ["--middleware"], {}),
+      start("src/main.ts", [], serviceEnv(notesFile)),
+      start("src/main.ts", [], serviceEnv(emptyFile)),
+      start("src/main.ts", [], serviceEnv(big.file)),
+    ]);
+
+    let memoryAfterWrites: ReturnType<ServerProcess["memory"]>;
+    const cases: HttpCase[] = [
+      { name: "bare express", server: bare, job: { method: "GET", path: "/" } },
+      { name: "helmet + pino-http", server: middleware, job: { method: "GET", path: "/" } },
+      { name: "live", server: service, job: { method: "GET", path: "/health/live" } },
+      { name: "health", server: service, job: { method: "GET", path: "/health" } },
+      {
+        name: "read note",
+        server: service,
+        job: { method: "GET", path: "/api/notes/:id", randomIdMax: settings.notes },
+      },
+      { name: "list notes", server: service, job: { method: "GET", path: "/api/notes?limit=20" } },
+      {
+        name: "create note",
+        server: service,
+        job: { method: "POST", path: "/api/notes", body: NOTE_BODY },
+        afterRound: () => {
+          memoryAfterWrites = service.memory();
+        },
+      },
+      { name: "health, empty db", server: serviceEmpty, job: { method: "GET", path: "/health" } },
+      {
+        name: `health, ${settings.bigNotes} notes`,
+        server: serviceBig,
+        job: { method: "GET", path: "/health" },
+      },
+    ];
+    const rows = await runHttpCases(loader, cases, settings, progress);
+    for (const server of servers.splice(0)) await server.stop();
+    await loader.stop();
+
+    const [bareRow, middlewareRow] = rows;
+    const http = rows.map((row) => ({
+      ...row,
+      vsBare: round(row.reqPerSec / bareRow!.reqPerSec),
+      vsMiddleware: round(row.reqPerSec / middlewareRow!.reqPerSec),
+      p99VsBare: round(row.p99Ms / bareRow!.p99Ms),
+    }));
+    const byName = (name: string) => http.find((row) => row.name === name)!;
+    const healthBySize = {
+      emptyReqPerSec: byName("health, empty db").reqPerSec,
+      bigReqPerSec: byName(`health, ${settings.bigNotes} notes`).reqPerSec,
+      emptyOverBig: round(
+        byName("health, empty db").reqPerSec / byName(`health, ${settings.bigNotes} notes`).reqPerSec,
+      ),
+    };
+
+    progress("in process: Kysely against raw statements");
+    const inProcessFile = path.join(workDir, "in-process", "app.db");
+    fs.mkdirSync(path.dirname(inProcessFile));
+    fs.copyFileSync(notesFile, inProcessFile);
+    const inProcess = await runInProcess({
+      file: inProcessFile,
+      notes: settings.notes,
+      rounds: settings.rounds,
+      roundMs: settings.inProcessRoundMs,
+    });
+
+    progress(`backups of ${(fs.statSync(big.file).size / 2 ** 20).toFixed(0)} MiB`);
+    const backup = await runBackups({
+      file: big.file,
+      notes: settings.bigNotes,
+      workDir,
+      rounds: settings.backupRounds,
+    });
+
+    progress("cold starts");
+    const coldStart = await runColdStarts(serviceEnv(notesFile), settings.coldStarts);
+
+    const point = inProcess.find((row) => row.name === "point read")!;
+    const backupRow = (prefix: string) => backup.find((row) => row.name.startsWith(prefix))!;
+    const mb = (bytes: number | undefined) => (bytes === undefined ? undefined : round(bytes / 2 ** 20));
+    const memory = {
+      rssMb: mb(memoryAfterWrites?.rssBytes),
+      anonMb: mb(memoryAfterWrites?.anonBytes),
+      fileMb: mb(memoryAfterWrites?.fileBytes),
+    };
+    const targets: Target[] = [
+      target("GET /api/notes/:id vs bare Express", ">= 0.85", byName("read note").vsBare, (v) => v >= 0.85),
+      target("POST /api/notes vs bare Express", ">= 0.65", byName("create note").vsBare, (v) => v >= 0.65),
+      target("GET /health vs bare Express", ">= 0.85", byName("health").vsBare, (v) => v >= 0.85),
+      target(
+        "GET /health: empty db over big db (req/s)",
+        "<= 1.2",
+        healthBySize.emptyOverBig,
+        (v) => v <= 1.2,
+      ),
+      target("Kysely point read time vs raw statement", "<= 1.3", point.timeRatio, (v) => v <= 1.3),
+      target("VACUUM INTO backup time vs file copy", "<= 2", backupRow("VACUUM").vsCopy, (v) => v <= 2),
+      target("online backup API time vs file copy", "<= 2", backupRow("online").vsCopy, (v) => v <= 2),
+      target("cold start to first 200 on /health (ms)", "< 300", coldStart.firstHealthyMs, (v) => v < 300),
+      target("RSS after the write load (MB)", "< 120", memory.rssMb ?? Number.NaN, (v) => v < 120),
+    ];
+
+    const probe = new BetterSqlite3(":memory:");
+    const sqlite = probe.prepare("SELECT sqlite_version()").pluck().get() as string;
+    probe.close();
+    return {
+      startedAt,
+      machine: {
+        cpus: os.cpus().length,
+        cpuModel: os.cpus()[0]?.model ?? "unknown",
+        memoryBytes: os.totalmem(),
+        node: process.version,
+        sqlite,
+        platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+        loadAverageBefore: loadAverageBefore.map((v) => round(v)),
+        loadAverageAfter: os.loadavg().map((v) => round(v)),
+      },
+      settings,
+      fixtures: {
+        notesFile,
+        bigFile: big.file,
+        bigBytes: fs.statSync(big.file).size,
+        bigBuiltMs: round(big.ms),
+      },
+      http,
+      healthBySize,
+      inProcess,
+      backup,
+      coldStart,
+      memory,
+      targets,
+    };
+  } finally {
+    for (const server of servers) await server.stop();
+    await loader.stop();
+    fs.rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+function target(name: string, goal: string, value: number, ok: (v: number) => boolean): Target {
+  return { name, goal, value, met: ok(value) };
+}
