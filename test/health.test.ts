@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
+import BetterSqlite3 from "better-sqlite3";
 import request from "supertest";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import packageJson from "../package.json" with { type: "json" };
@@ -102,12 +103,36 @@ describe("database stats", () => {
       cacheMs: 5_000,
       now: () => clock,
     });
-    expect(read().tables.notes).toBe(0);
+    expect(read().tables?.notes).toBe(0);
     t.db.sqlite.exec("INSERT INTO notes (title, body, created_at, updated_at) VALUES ('a', '', 'x', 'x')");
     clock += 4_999;
-    expect(read().tables.notes).toBe(0);
+    expect(read().tables?.notes).toBe(0);
     clock += 1;
-    expect(read().tables.notes).toBe(1);
+    expect(read().tables?.notes).toBe(1);
+  });
+
+  it("leaves row counts out of a database too large to scan, and counts again once it is small", () => {
+    const options = { db: t.db, backupDir: t.config.backupDir, migrations: [], cacheMs: 0 };
+    const size = t.db.sqlite.pragma("page_count", { simple: true }) as number;
+    const pageSize = t.db.sqlite.pragma("page_size", { simple: true }) as number;
+    expect(createStatsReader({ ...options, countRowsUpToBytes: size * pageSize - 1 })().tables).toBeNull();
+    expect(createStatsReader({ ...options, countRowsUpToBytes: size * pageSize })().tables).toEqual({
+      notes: 0,
+      schema_migrations: 1,
+    });
+  });
+
+  it("sees a migration applied by another connection on the next read", () => {
+    const read = createStatsReader({
+      db: t.db,
+      backupDir: t.config.backupDir,
+      migrations: [...findMigrations(t.config.migrationsDir), { name: "9999_later", path: "unused" }],
+    });
+    expect(read().migrations).toEqual({ applied: 1, pending: 1, latest: "0001_create_notes" });
+    const other = new BetterSqlite3(t.config.databasePath);
+    other.prepare("INSERT INTO schema_migrations (name, applied_at) VALUES ('9999_later', 'x')").run();
+    other.close();
+    expect(read().migrations).toEqual({ applied: 2, pending: 0, latest: "9999_later" });
   });
 
   it("reads the WAL size and file size from the files themselves", () => {

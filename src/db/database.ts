@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
-import { CamelCasePlugin, Kysely, SqliteDialect } from "kysely";
+import { CamelCasePlugin, Kysely, type SqliteDatabase, SqliteDialect } from "kysely";
 import { findNewestBackup } from "./backup.ts";
 import type { DB } from "./schema.ts";
 
@@ -92,7 +92,7 @@ export function openDatabase({ path: file, backupDir, busyTimeoutMs }: OpenDatab
   }
 
   const kysely = new Kysely<DB>({
-    dialect: new SqliteDialect({ database: sqlite }),
+    dialect: new SqliteDialect({ database: withStatementCache(sqlite) }),
     plugins: [new CamelCasePlugin()],
   });
 
@@ -112,6 +112,34 @@ export function openDatabase({ path: file, backupDir, busyTimeoutMs }: OpenDatab
       } finally {
         sqlite.close();
       }
+    },
+  };
+}
+
+// Kysely's SQLite driver calls prepare(sql) for every query it runs: SQLite parses and plans the
+// SQL again each time, which costs more than the query itself for a point read by id (see README,
+// "Performance"). Routes run the same few SQL strings over and over, so their statements are kept,
+// by SQL text, most recently used last; the bound keeps queries whose text varies (IN lists of
+// every length) from growing the cache without end.
+const STATEMENT_CACHE_SIZE = 100;
+
+export function withStatementCache(sqlite: SqliteConnection, size = STATEMENT_CACHE_SIZE): SqliteDatabase {
+  const cache = new Map<string, BetterSqlite3.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(sql) {
+      const cached = cache.get(sql);
+      // A statement still iterating (a Kysely stream() not yet finished) cannot run again: a fresh one can.
+      if (cached?.busy) return sqlite.prepare(sql);
+      if (cached) {
+        cache.delete(sql);
+        cache.set(sql, cached);
+        return cached;
+      }
+      const statement = sqlite.prepare(sql);
+      cache.set(sql, statement);
+      if (cache.size > size) cache.delete(cache.keys().next().value!);
+      return statement;
     },
   };
 }

@@ -6,7 +6,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { Kysely, SqliteDialect } from "kysely";
 import type { Logger } from "pino";
-import { Umzug, type UmzugStorage } from "umzug";
+import type { Umzug, UmzugStorage } from "umzug";
 import { type BackupFile, type BackupKind, takeBackup } from "./backup.ts";
 import type { Database, SqliteConnection } from "./database.ts";
 
@@ -57,9 +57,20 @@ export function findMigrations(dir: string): MigrationFile[] {
 }
 
 export function readMigrationStatus(db: Database, migrations: MigrationFile[]): MigrationStatus {
-  const applied = readApplied(db.sqlite);
-  const done = new Set(applied);
-  return { applied, pending: migrations.filter((m) => !done.has(m.name)).map((m) => m.name) };
+  return createMigrationStatusReader(db, migrations)();
+}
+
+/** readMigrationStatus for callers that ask on every request (/health): statements prepared once. */
+export function createMigrationStatusReader(
+  db: Database,
+  migrations: MigrationFile[],
+): () => MigrationStatus {
+  const readApplied = appliedReader(db.sqlite);
+  return () => {
+    const applied = readApplied();
+    const done = new Set(applied);
+    return { applied, pending: migrations.filter((m) => !done.has(m.name)).map((m) => m.name) };
+  };
 }
 
 /** Applies every pending migration, all or nothing. */
@@ -110,7 +121,7 @@ async function inMigrationTransaction<T>(
       sqlite.exec(
         `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (name TEXT PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL) STRICT`,
       );
-      const result = await work(createUmzug(options));
+      const result = await work(await createUmzug(options));
       const violations = sqlite.pragma("foreign_key_check") as { table: string; parent: string }[];
       if (violations.length > 0) {
         const first = violations[0]!;
@@ -157,7 +168,10 @@ function beginImmediate(sqlite: SqliteConnection, lockTimeoutMs: number, logger:
   }
 }
 
-function createUmzug({ db, migrationsDir, logger }: MigratorOptions): Umzug<Kysely<any>> {
+async function createUmzug({ db, migrationsDir, logger }: MigratorOptions): Promise<Umzug<Kysely<any>>> {
+  // Loaded only when something is pending: umzug brings its command-line dependencies, a third of
+  // the service's start-up time, and a start with nothing to migrate never needs them.
+  const { Umzug } = await import("umzug");
   const { sqlite } = db;
   // Migrations see plain SQL names (no CamelCasePlugin) through the connection that holds the
   // transaction; they must not open transactions of their own.
@@ -245,11 +259,18 @@ function backupBeforeChange(options: MigratorOptions, kind: BackupKind, migratio
 }
 
 function readApplied(sqlite: SqliteConnection): string[] {
-  const exists = sqlite
-    .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?")
-    .get(MIGRATIONS_TABLE);
-  if (!exists) return [];
-  return sqlite.prepare(`SELECT name FROM ${MIGRATIONS_TABLE} ORDER BY name`).pluck().all() as string[];
+  return appliedReader(sqlite)();
+}
+
+function appliedReader(sqlite: SqliteConnection): () => string[] {
+  const exists = sqlite.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?");
+  // Prepared once the table exists (a database not yet migrated has none).
+  let names: { all(): unknown[] } | undefined;
+  return () => {
+    if (!exists.get(MIGRATIONS_TABLE)) return [];
+    names ??= sqlite.prepare(`SELECT name FROM ${MIGRATIONS_TABLE} ORDER BY name`).pluck();
+    return names.all() as string[];
+  };
 }
 
 function holdsTables(sqlite: SqliteConnection): boolean {

@@ -1,10 +1,11 @@
 // What /health reports about the database. Everything here is O(1) in the database's size except
-// the row counts, which are a scan per table and so are cached for a few seconds.
+// the row counts, which are a scan per table: cached for a few seconds, and left out (null) for a
+// database too large to scan without stalling the requests behind it.
 import fs from "node:fs";
 import { findNewestBackup } from "./backup.ts";
 import type { BackupFailure } from "./backup-schedule.ts";
 import type { Database, SqliteConnection } from "./database.ts";
-import { type MigrationFile, readMigrationStatus } from "./migrator.ts";
+import { createMigrationStatusReader, type MigrationFile } from "./migrator.ts";
 
 export interface DatabaseStats {
   path: string;
@@ -26,7 +27,8 @@ export interface DatabaseStats {
     ageSeconds: number | null;
     error?: { message: string; at: string; ageSeconds: number };
   } | null;
-  tables: Record<string, number>;
+  /** Rows per table; null when the database is larger than `countRowsUpToBytes`. */
+  tables: Record<string, number> | null;
 }
 
 export interface StatsReaderOptions {
@@ -37,12 +39,17 @@ export interface StatsReaderOptions {
   backupFailure?: () => BackupFailure | null;
   /** How long row counts and the backup listing are reused. */
   cacheMs?: number;
+  /**
+   * Largest database whose rows are counted. A count reads the whole table: about a second of
+   * blocked event loop per GB, every `cacheMs`, which every request waiting meanwhile would pay.
+   */
+  countRowsUpToBytes?: number;
   now?: () => number;
 }
 
 interface Slow {
   at: number;
-  tables: Record<string, number>;
+  tables: Record<string, number> | null;
   lastBackup: { file: string; createdAt: Date } | null;
 }
 
@@ -53,15 +60,20 @@ export function createStatsReader({
   migrations,
   backupFailure = () => null,
   cacheMs = 5_000,
+  countRowsUpToBytes = 64 * 2 ** 20,
   now = Date.now,
 }: StatsReaderOptions): () => DatabaseStats {
   const { sqlite } = db;
-  const pragma = (name: string) => sqlite.pragma(name, { simple: true });
   const sqliteVersion = (sqlite.prepare("SELECT sqlite_version()").pluck().get() as string) ?? "";
+  // Prepared once: preparing these on every probe cost more than everything else /health does.
+  const readPragmas = sqlite.prepare(
+    "SELECT journal_mode, page_size, page_count, freelist_count FROM pragma_journal_mode(), pragma_page_size(), pragma_page_count(), pragma_freelist_count()",
+  );
+  const readMigrationStatus = createMigrationStatusReader(db, migrations);
   let slow: Slow | undefined;
 
-  const readSlow = (): Slow => {
-    const tables = countRows(sqlite);
+  const readSlow = (bytes: number): Slow => {
+    const tables = bytes <= countRowsUpToBytes ? countRows(sqlite) : null;
     let newest: ReturnType<typeof findNewestBackup>;
     try {
       newest = findNewestBackup(backupDir, db.path);
@@ -78,17 +90,23 @@ export function createStatsReader({
 
   return () => {
     const current = now();
-    if (!slow || current - slow.at >= cacheMs) slow = readSlow();
-    const status = readMigrationStatus(db, migrations);
+    const pragmas = readPragmas.get() as {
+      journal_mode: string;
+      page_size: number;
+      page_count: number;
+      freelist_count: number;
+    };
+    if (!slow || current - slow.at >= cacheMs) slow = readSlow(pragmas.page_size * pragmas.page_count);
+    const status = readMigrationStatus();
     return {
       path: db.path,
-      journalMode: String(pragma("journal_mode")),
+      journalMode: pragmas.journal_mode,
       sqliteVersion,
       sizeBytes: fileSize(db.path),
       walSizeBytes: fileSize(`${db.path}-wal`),
-      pageSize: Number(pragma("page_size")),
-      pageCount: Number(pragma("page_count")),
-      freelistCount: Number(pragma("freelist_count")),
+      pageSize: pragmas.page_size,
+      pageCount: pragmas.page_count,
+      freelistCount: pragmas.freelist_count,
       migrations: {
         applied: status.applied.length,
         pending: status.pending.length,
