@@ -72,7 +72,7 @@ export function formatReport(result: BenchResult): string {
         ["node -e 0 (ms)", result.coldStart.nodeAloneMs],
         ["RSS after the write load (MB)", result.memory.rssMb ?? "n/a"],
         ["  of which the process's own (heap, stacks)", result.memory.anonMb ?? "n/a"],
-        ["  of which mapped files (the database under mmap)", result.memory.fileMb ?? "n/a"],
+        ["  of which mapped files (node itself, libraries, the database)", result.memory.fileMb ?? "n/a"],
       ],
     ),
     "",
