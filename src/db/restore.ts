@@ -32,7 +32,7 @@ export interface RestoreResult {
   previous: BackupFile | null;
   /** Set instead of `previous` when the old file could not be read through SQLite: its raw bytes. */
   previousUnreadable: string[];
-  /** Stale companions of the old database removed (-wal, -shm, -journal). */
+  /** Companions of the old database found beside it and removed (-wal, -shm, -journal). */
   removed: string[];
 }
 
@@ -57,6 +57,9 @@ export function restoreBackup({
   if (from === path.resolve(databasePath)) {
     throw new RestoreError(`${from} is the database itself, not a backup; nothing was changed.`);
   }
+  // Reported as removed: what a crash (or the service killed with -9) left; the lock below may make
+  // files of its own, which go the same way.
+  const stale = COMPANIONS.map((suffix) => `${databasePath}${suffix}`).filter((f) => fs.existsSync(f));
   const live = lockLiveDatabase(databasePath);
   let staged: ReturnType<typeof stageCopy> | undefined;
   try {
@@ -64,17 +67,10 @@ export function restoreBackup({
     const kept = keepCurrent(live, { databasePath, backupDir, now });
     // Before the rename: SQLite opens any -wal it finds beside a database and replays it, and the
     // old database's WAL replayed onto the restored file would corrupt it.
-    const removed: string[] = [];
-    for (const suffix of COMPANIONS) {
-      const companion = `${databasePath}${suffix}`;
-      if (fs.existsSync(companion)) {
-        fs.rmSync(companion, { force: true });
-        removed.push(companion);
-      }
-    }
+    for (const suffix of COMPANIONS) fs.rmSync(`${databasePath}${suffix}`, { force: true });
     fs.renameSync(staged.path, databasePath);
     syncFile(path.dirname(databasePath));
-    return { source: from, databasePath, ...kept, removed };
+    return { source: from, databasePath, ...kept, removed: stale };
   } finally {
     // The old file's lock goes first, the new file's last: until then a service that starts finds
     // the database locked and waits (or stops with an error), never a half-restored one.
