@@ -43,7 +43,14 @@ export async function runRestoreDrill(options: RehearsalOptions): Promise<DrillR
   return withScratch(backupDir, async (scratch) => {
     const copy = path.join(scratch, path.basename(databasePath));
     fs.copyFileSync(backup.path, copy);
-    const { migrated, restored } = await migrateCopy(copy, scratch, options);
+    const { migrated, restored } = await migrateCopy(copy, scratch, options).catch((error: Error) => {
+      throw new DrillError(
+        `drill FAILED: ${backup.file} restores, but the migrations fail on it: ${error.message}`,
+        {
+          cause: error,
+        },
+      );
+    });
     const verdict = verifyDatabaseFile(copy);
     const live = fs.existsSync(databasePath) ? readRowCounts(databasePath) : {};
     const tables: DrillReport["tables"] = {};
@@ -66,9 +73,9 @@ export interface DryRunReport {
 export async function dryRunMigrations(options: RehearsalOptions): Promise<DryRunReport> {
   const { databasePath, backupDir } = options;
   return withScratch(backupDir, async (scratch) => {
-    let copy = path.join(scratch, path.basename(databasePath));
+    const copy = path.join(scratch, path.basename(databasePath));
     if (fs.existsSync(databasePath) && fs.statSync(databasePath).size > 0) {
-      copy = takeBackup({ databasePath, backupDir: scratch, kind: "manual" }).path;
+      fs.renameSync(takeBackup({ databasePath, backupDir: scratch, kind: "manual" }).path, copy);
     }
     const { migrated } = await migrateCopy(copy, scratch, options);
     return { applied: migrated };
@@ -80,14 +87,15 @@ async function migrateCopy(
   scratch: string,
   { migrationsDir, logger }: RehearsalOptions,
 ): Promise<{ migrated: string[]; restored: Record<string, number> }> {
-  // Its pre-migration backup, if any, lands in the scratch folder too.
-  const db = openDatabase({ path: file, backupDir: path.join(scratch, "backups"), busyTimeoutMs: 1_000 });
+  const db = openDatabase({ path: file, backupDir: scratch, busyTimeoutMs: 1_000 });
   try {
+    // No pre-migration backup: the scratch file is itself a copy, deleted afterwards.
     const { names } = await runMigrations({
       db,
       migrationsDir,
-      backupDir: path.join(scratch, "backups"),
+      backupDir: scratch,
       logger,
+      backupFirst: false,
     });
     return { migrated: names, restored: countRows(db.sqlite) };
   } finally {

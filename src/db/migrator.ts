@@ -30,6 +30,8 @@ export interface MigratorOptions {
   logger: Logger;
   /** How long to wait for another process that is migrating the same database. */
   lockTimeoutMs?: number;
+  /** false for a scratch copy (dry run, restore drill): it is its own backup. Default true. */
+  backupFirst?: boolean;
 }
 
 export interface MigrationResult {
@@ -84,9 +86,10 @@ export async function runMigrations(options: MigratorOptions): Promise<Migration
     // Read again under the lock: another process may have applied them while we waited.
     const pending = (await umzug.pending()).map((m) => m.name);
     if (pending.length === 0) return { names: [], backup: undefined };
-    const backup = holdsTables(db.sqlite)
-      ? backupBeforeChange(options, "pre-migration", pending[0]!)
-      : undefined;
+    const backup =
+      options.backupFirst !== false && holdsTables(db.sqlite)
+        ? backupBeforeChange(options, "pre-migration", pending[0]!)
+        : undefined;
     const names = await runReportingFailure(umzug, backup, () => umzug.up());
     logger.info({ migrations: names, backup: backup?.path }, "migrations applied");
     return { names, backup };
