@@ -3,6 +3,7 @@
 // tells database, time and kind.
 import fs from "node:fs";
 import path from "node:path";
+import { Worker } from "node:worker_threads";
 import BetterSqlite3 from "better-sqlite3";
 
 export const BACKUP_KINDS = ["manual", "scheduled", "pre-migration", "pre-rollback", "pre-restore"] as const;
@@ -164,7 +165,8 @@ export function takeBackup({ connection, ...options }: TakeBackupOptions): Backu
     } finally {
       if (!connection) source.close();
     }
-    return completeBackupFile(target);
+    prepareBackupCopy(target.tmpPath);
+    return installBackupFile(target);
   } catch (error) {
     abandonBackupFile(target);
     throw error;
@@ -200,8 +202,8 @@ export async function takeOnlineBackup({
         return pagesPerStep;
       },
     });
-    // The integrity check below is one synchronous call; it reads the copy, not the live file.
-    return completeBackupFile(target);
+    await prepareBackupCopyInWorker(target.tmpPath);
+    return installBackupFile(target);
   } catch (error) {
     abandonBackupFile(target);
     throw error;
@@ -235,19 +237,37 @@ function startBackupFile({
 }
 
 /**
- * Makes the copy a self-contained file (rollback journal mode: the online backup API copies the
- * WAL flag, and a WAL file would need -wal/-shm beside it to be read), checks it, and renames it
- * into place only once it is durable.
+ * Makes a fresh copy a self-contained file (rollback journal mode: the online backup API copies the
+ * WAL flag, and a WAL file would need -wal/-shm beside it to be read) and checks it; throws a
+ * BackupError unless it is sound.
  */
-function completeBackupFile(target: BackupTarget): BackupFile {
-  const { tmpPath, finalPath, backupDir } = target;
-  const copy = new BetterSqlite3(tmpPath, { fileMustExist: true });
+export function prepareBackupCopy(file: string): void {
+  const copy = new BetterSqlite3(file, { fileMustExist: true });
   try {
     copy.pragma("journal_mode = DELETE");
-    assertSound(verifyConnection(copy), `backup ${tmpPath}`);
+    assertSound(verifyConnection(copy), `backup ${file}`);
   } finally {
     copy.close();
   }
+}
+
+// The check reads the whole copy in one synchronous call: in a worker thread, the service's event
+// loop goes on serving meanwhile. The worker runs prepareBackupCopy, the same code as above.
+function prepareBackupCopyInWorker(file: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL("./backup-worker.ts", import.meta.url), { workerData: { file } });
+    worker.once("message", (message: { error?: string; backupError?: boolean }) => {
+      if (message.error === undefined) resolve();
+      else reject(message.backupError ? new BackupError(message.error) : new Error(message.error));
+    });
+    worker.once("error", reject);
+    worker.once("exit", (code) => reject(new Error(`backup verification worker exited with code ${code}`)));
+  });
+}
+
+/** Renames a verified copy into place once it is durable: a rename that survives names a whole file. */
+function installBackupFile(target: BackupTarget): BackupFile {
+  const { tmpPath, finalPath, backupDir } = target;
   fs.chmodSync(tmpPath, 0o600);
   syncFile(tmpPath);
   fs.renameSync(tmpPath, finalPath);
