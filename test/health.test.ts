@@ -33,6 +33,7 @@ describe("/health", () => {
         pageSize: 4096,
         pageCount: expect.any(Number),
         freelistCount: 0,
+        availableBytes: expect.any(Number),
         migrations: { applied: 1, pending: 0, latest: "0001_create_notes" },
         lastBackup: null,
         tables: { notes: 1, schema_migrations: 1 },
@@ -40,6 +41,7 @@ describe("/health", () => {
     });
     expect(res.body.database.walSizeBytes).toBeGreaterThan(0);
     expect(res.body.database.pageCount).toBeGreaterThan(1);
+    expect(res.body.database.availableBytes).toBeGreaterThan(1024 * 1024);
   });
 
   it("answers HEAD with the status and no body", async () => {

@@ -2,6 +2,8 @@
 // child processes of the service. Nothing is shared between tests.
 import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -168,4 +170,52 @@ export function captureLogger(): { logger: Logger; lines: LogLine[] } {
     { write: (text: string) => lines.push(JSON.parse(text) as LogLine) },
   );
   return { logger, lines };
+}
+
+/**
+ * Starts a POST whose body is held back until the server has answered `100 Continue`: from then
+ * on the request is in flight inside the service. `finish()` sends the body.
+ */
+export function inFlightPost(port: number, title = "sent during shutdown") {
+  const body = JSON.stringify({ title });
+  const req = http.request({
+    port,
+    host: "127.0.0.1",
+    method: "POST",
+    path: "/api/notes",
+    agent: false,
+    headers: {
+      "Content-Type": "application/json",
+      "Content-Length": Buffer.byteLength(body),
+      Expect: "100-continue",
+    },
+  });
+  const response = new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>(
+    (resolve, reject) => {
+      req.on("response", (res) => {
+        let text = "";
+        res.setEncoding("utf8").on("data", (c: string) => {
+          text += c;
+        });
+        res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
+        res.on("error", reject);
+      });
+      req.on("error", reject);
+    },
+  );
+  const accepted = new Promise<void>((resolve) => req.on("continue", () => resolve()));
+  req.flushHeaders();
+  return { accepted, response, finish: () => req.end(body) };
+}
+
+/** Opens and closes a TCP connection: "connected", or the error code (ECONNREFUSED, ...). */
+export function connect(port: number): Promise<"connected" | string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve("connected");
+    });
+    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? "error"));
+  });
 }

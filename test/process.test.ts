@@ -1,11 +1,17 @@
 // The service as a real child process: startup, refusal to start, and graceful shutdown.
 import fs from "node:fs";
-import http from "node:http";
-import net from "node:net";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { listBackups } from "../src/db/backup.ts";
-import { type Child, makeTempDir, migrationsWith, runNode, startService } from "./helpers.ts";
+import {
+  type Child,
+  connect,
+  inFlightPost,
+  makeTempDir,
+  migrationsWith,
+  runNode,
+  startService,
+} from "./helpers.ts";
 
 const cleanups: (() => void)[] = [];
 afterEach(() => {
@@ -26,51 +32,6 @@ function track<T extends Child>(child: T): T {
 async function getJson(port: number, url: string) {
   const res = await fetch(`http://127.0.0.1:${port}${url}`);
   return { status: res.status, body: (await res.json()) as any };
-}
-
-/**
- * Starts a POST whose body is held back until the server has answered `100 Continue`: from then
- * on the request is in flight inside the service. `finish()` sends the body.
- */
-function inFlightPost(port: number) {
-  const body = JSON.stringify({ title: "sent during shutdown" });
-  const req = http.request({
-    port,
-    host: "127.0.0.1",
-    method: "POST",
-    path: "/api/notes",
-    headers: {
-      "Content-Type": "application/json",
-      "Content-Length": Buffer.byteLength(body),
-      Expect: "100-continue",
-    },
-  });
-  const response = new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>(
-    (resolve, reject) => {
-      req.on("response", (res) => {
-        let text = "";
-        res.setEncoding("utf8").on("data", (c: string) => {
-          text += c;
-        });
-        res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
-      });
-      req.on("error", reject);
-    },
-  );
-  const accepted = new Promise<void>((resolve) => req.on("continue", () => resolve()));
-  req.flushHeaders();
-  return { accepted, response, finish: () => req.end(body) };
-}
-
-function connect(port: number): Promise<"connected" | string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve("connected");
-    });
-    socket.once("error", (error: NodeJS.ErrnoException) => resolve(error.code ?? "error"));
-  });
 }
 
 describe("the service process", () => {

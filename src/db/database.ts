@@ -58,7 +58,11 @@ export function openDatabase({ path: file, backupDir, busyTimeoutMs }: OpenDatab
     throw new DatabaseStartupError(`${problem} ${describeNewestBackup(backupDir, file)}`);
   };
   prepareFile(file);
-  checkHeader(file, fail);
+  // A new, empty file gets its header on the first write.
+  if (fs.statSync(file).size > 0) {
+    checkHeader(file, fail);
+    probeSchema(file, fail);
+  }
 
   let sqlite: SqliteConnection;
   try {
@@ -156,20 +160,28 @@ function prepareFile(file: string): void {
         `cannot create the database folder ${dir}: a file stands where a folder should be. Fix: move that file, or set DATABASE_PATH elsewhere.`,
       );
     }
-    if (code === "EROFS") {
+    const existing = nearestExisting(dir);
+    // A recursive mkdir on a read-only filesystem can report ENOENT rather than EROFS.
+    if (code === "EROFS" || isOnReadOnlyFilesystem(existing)) {
       throw new DatabaseStartupError(
         `cannot create the database folder ${dir}: the filesystem is read-only. Fix: mount a writable volume there, or set DATABASE_PATH to a writable place.`,
       );
     }
     throw new DatabaseStartupError(
-      `cannot create the database folder ${dir} (${code}). ${ownershipAdvice(nearestExisting(dir))}`,
+      `cannot create the database folder ${dir} (${code}). ${ownershipAdvice(existing)}`,
     );
   }
   let stat: fs.Stats | undefined;
   try {
     stat = fs.statSync(file);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    // EACCES: the folder exists but this uid may not even look inside it.
+    if (code !== "ENOENT") {
+      throw new DatabaseStartupError(
+        `cannot read the database folder ${dir} (${code}). ${ownershipAdvice(dir)}`,
+      );
+    }
   }
   if (stat?.isDirectory()) {
     throw new DatabaseStartupError(
@@ -209,7 +221,6 @@ function prepareFile(file: string): void {
 // https://www.sqlite.org/fileformat.html#the_database_header
 function checkHeader(file: string, fail: (problem: string) => never): void {
   const { size } = fs.statSync(file);
-  if (size === 0) return; // new: SQLite writes the header on first write
   const header = Buffer.alloc(100);
   const fd = fs.openSync(file, "r");
   let read: number;
@@ -235,6 +246,29 @@ function checkHeader(file: string, fail: (problem: string) => never): void {
   }
 }
 
+// Reading the schema touches page 1, so most damage shows here. Through a read-only connection:
+// closing a read-write one would checkpoint the -wal into the damaged file and delete it, changing
+// the very file the operator has to inspect or rescue.
+function probeSchema(file: string, fail: (problem: string) => never): void {
+  // Even a read-only connection creates an empty -wal and -shm for a WAL database: remove those again.
+  const created = [`${file}-wal`, `${file}-shm`].filter((companion) => !fs.existsSync(companion));
+  let probe: SqliteConnection | undefined;
+  try {
+    probe = new BetterSqlite3(file, { readonly: true, fileMustExist: true });
+    probe.prepare("SELECT count(*) FROM sqlite_schema").get();
+  } catch (error) {
+    const { code, message } = error as { code?: string; message: string };
+    if (code === "SQLITE_NOTADB" || code?.startsWith("SQLITE_CORRUPT")) {
+      probe?.close();
+      for (const companion of created) fs.rmSync(companion, { force: true });
+      fail(`${file} is not a SQLite database or is corrupt (${code}: ${message}); it was left untouched.`);
+    }
+    // Anything else (a lock, a permission) is for the read-write open below to report.
+  } finally {
+    probe?.close();
+  }
+}
+
 function describeNewestBackup(backupDir: string, file: string): string {
   let newest: string | undefined;
   try {
@@ -256,6 +290,15 @@ function ownershipAdvice(target: string): string {
     // keep "unknown"
   }
   return `${target} is owned by uid ${owner}; this process runs as uid ${uid}. Fix: make it writable for uid ${uid} (chown -R ${uid} ${target}, or scripts/fix-permissions.sh for Docker volumes), or set DATABASE_PATH to a writable place.`;
+}
+
+function isOnReadOnlyFilesystem(target: string): boolean {
+  try {
+    fs.accessSync(target, fs.constants.W_OK);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EROFS";
+  }
 }
 
 function nearestExisting(dir: string): string {

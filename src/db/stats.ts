@@ -2,6 +2,7 @@
 // the row counts, which are a scan per table: cached for a few seconds, and left out (null) for a
 // database too large to scan without stalling the requests behind it.
 import fs from "node:fs";
+import path from "node:path";
 import { findNewestBackup } from "./backup.ts";
 import type { BackupFailure } from "./backup-schedule.ts";
 import type { Database, SqliteConnection } from "./database.ts";
@@ -16,6 +17,11 @@ export interface DatabaseStats {
   pageSize: number;
   pageCount: number;
   freelistCount: number;
+  /**
+   * Bytes the database can still grow by: the smaller of the free space on its disk and what
+   * `max_page_count` leaves. Near zero, writes fail with SQLITE_FULL.
+   */
+  availableBytes: number;
   migrations: { applied: number; pending: number; latest: string | null };
   /**
    * The newest backup on disk (null fields when there is none) and, when the service's latest
@@ -67,7 +73,7 @@ export function createStatsReader({
   const sqliteVersion = (sqlite.prepare("SELECT sqlite_version()").pluck().get() as string) ?? "";
   // Prepared once: preparing these on every probe cost more than everything else /health does.
   const readPragmas = sqlite.prepare(
-    "SELECT journal_mode, page_size, page_count, freelist_count FROM pragma_journal_mode(), pragma_page_size(), pragma_page_count(), pragma_freelist_count()",
+    "SELECT journal_mode, page_size, page_count, freelist_count, max_page_count FROM pragma_journal_mode(), pragma_page_size(), pragma_page_count(), pragma_freelist_count(), pragma_max_page_count()",
   );
   const readMigrationStatus = createMigrationStatusReader(db, migrations);
   let slow: Slow | undefined;
@@ -95,9 +101,12 @@ export function createStatsReader({
       page_size: number;
       page_count: number;
       freelist_count: number;
+      max_page_count: number;
     };
     if (!slow || current - slow.at >= cacheMs) slow = readSlow(pragmas.page_size * pragmas.page_count);
     const status = readMigrationStatus();
+    const pageLimitBytes =
+      (pragmas.max_page_count - pragmas.page_count + pragmas.freelist_count) * pragmas.page_size;
     return {
       path: db.path,
       journalMode: pragmas.journal_mode,
@@ -107,6 +116,7 @@ export function createStatsReader({
       pageSize: pragmas.page_size,
       pageCount: pragmas.page_count,
       freelistCount: pragmas.freelist_count,
+      availableBytes: Math.min(pageLimitBytes, diskFreeBytes(path.dirname(db.path))),
       migrations: {
         applied: status.applied.length,
         pending: status.pending.length,
@@ -158,5 +168,15 @@ export function fileSize(file: string): number {
     return fs.statSync(file).size;
   } catch {
     return 0;
+  }
+}
+
+// One statfs call: the space an unprivileged writer may still use on the database's filesystem.
+function diskFreeBytes(dir: string): number {
+  try {
+    const { bavail, bsize } = fs.statfsSync(dir);
+    return bavail * bsize;
+  } catch {
+    return Number.MAX_SAFE_INTEGER;
   }
 }

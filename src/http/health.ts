@@ -46,8 +46,14 @@ export function healthRouter({ db, backupDir, migrationsDir, backups }: HealthOp
   return router;
 }
 
-function unhealthyReason({ journalMode, migrations }: DatabaseStats): string | undefined {
+// Below this, a write of BODY_LIMIT's default size plus its WAL frames may no longer fit.
+const MIN_AVAILABLE_BYTES = 1024 * 1024;
+
+function unhealthyReason({ journalMode, migrations, availableBytes }: DatabaseStats): string | undefined {
   if (journalMode !== "wal") return `the database is in ${journalMode} journal mode, not WAL`;
   if (migrations.pending > 0) return `${migrations.pending} migration(s) pending: run npm run migrate`;
+  if (availableBytes < MIN_AVAILABLE_BYTES) {
+    return `storage is full: ${availableBytes} bytes left for the database (free disk space or max_page_count); writes answer 507 storage_full, reads still work`;
+  }
   return undefined;
 }
