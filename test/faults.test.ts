@@ -304,7 +304,7 @@ import fs from "node:fs";
 export async function up(db) {
   await db.schema.createTable("gated").addColumn("id", "integer").execute();
   await db.insertInto("gated").values({ id: 1 }).execute();
-  while (!fs.existsSync(process.env.MIGRATION_GATE)) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+  while (!fs.existsSync(process.env.MIGRATION_GATE)) await new Promise((resolve) => setTimeout(resolve, 10));
 }
 export async function down(db) { await db.schema.dropTable("gated").execute(); }
 `;

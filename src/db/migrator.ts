@@ -3,6 +3,7 @@
 // A database that holds data is backed up (VACUUM INTO, verified) before anything changes.
 import fs from "node:fs";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
 import { Kysely, SqliteDialect } from "kysely";
 import type { Logger } from "pino";
@@ -119,7 +120,7 @@ async function inMigrationTransaction<T>(
   // into its children when the old table is dropped. foreign_key_check before COMMIT takes its place.
   sqlite.pragma("foreign_keys = OFF");
   try {
-    beginImmediate(sqlite, options.lockTimeoutMs ?? 60_000, logger);
+    await beginImmediate(sqlite, options.lockTimeoutMs ?? 60_000, logger);
     try {
       sqlite.exec(
         `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (name TEXT PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL) STRICT`,
@@ -146,7 +147,11 @@ async function inMigrationTransaction<T>(
 // Kysely's SQLite driver can only issue a deferred BEGIN (kysely#1152), which can fail half-way
 // with SQLITE_BUSY; IMMEDIATE takes the write lock up front, so the pending list we read is the one
 // we apply. busy_timeout bounds one attempt; a long migration elsewhere gets retried until the deadline.
-function beginImmediate(sqlite: SqliteConnection, lockTimeoutMs: number, logger: Logger): void {
+async function beginImmediate(
+  sqlite: SqliteConnection,
+  lockTimeoutMs: number,
+  logger: Logger,
+): Promise<void> {
   const deadline = Date.now() + lockTimeoutMs;
   let warned = false;
   for (;;) {
@@ -165,8 +170,9 @@ function beginImmediate(sqlite: SqliteConnection, lockTimeoutMs: number, logger:
       }
       if (!warned) logger.info("waiting for another process to finish migrating");
       warned = true;
-      // Startup only, before the server listens: a blocking pause keeps this loop simple.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      // Yield between attempts rather than block: the logger writes asynchronously, and the
+      // operator should see "waiting" while we wait, not after.
+      await sleep(50);
     }
   }
 }
