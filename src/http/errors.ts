@@ -85,9 +85,11 @@ export function toHttpError(error: unknown): HttpError {
     default:
       break;
   }
-  // Other errors that carry a client status (for example Express's "Failed to decode param").
-  const status = (error as { status?: unknown; expose?: unknown } | null)?.status;
-  if (typeof status === "number" && status >= 400 && status < 500 && (error as { expose?: unknown }).expose) {
+  // Other errors that carry a client status. Express's router rejects a malformed percent-encoding
+  // in a path parameter ("Failed to decode param '%c3%28'") with a URIError whose status is 400 but
+  // which has no `expose` flag, unlike http-errors: only an explicit `expose: false` keeps it a 500.
+  const { status, expose } = (error ?? {}) as { status?: unknown; expose?: unknown };
+  if (typeof status === "number" && status >= 400 && status < 500 && expose !== false) {
     return new HttpError(status, status === 400 ? "bad_request" : `http_${status}`, (error as Error).message);
   }
   return new HttpError(500, "internal", "internal server error");

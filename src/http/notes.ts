@@ -13,13 +13,16 @@ const idParams = z.object({
     .transform(Number),
 });
 
-const createBody = z.strictObject({
-  title: z.string().min(1).max(200),
-  body: z.string().max(10_000).default(""),
-});
+// A lone UTF-16 surrogate ("\ud800", legal in JSON) has no UTF-8 form: SQLite would store U+FFFD
+// instead, and the note would silently differ from what the client sent. Refuse it.
+const text = () => z.string().refine((value) => value.isWellFormed(), { error: "contains a lone surrogate" });
+const title = text().min(1).max(200);
+const body = text().max(10_000);
+
+const createBody = z.strictObject({ title, body: body.default("") });
 
 const updateBody = z
-  .strictObject({ title: z.string().min(1).max(200), body: z.string().max(10_000) })
+  .strictObject({ title, body })
   .partial()
   .refine((v) => v.title !== undefined || v.body !== undefined, { error: "give title, body or both" });
 
