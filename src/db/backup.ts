@@ -110,6 +110,9 @@ export function verifyDatabaseFile(file: string): Verdict {
  * A connection that only reads (`query_only`). Read-write in SQLite's terms all the same: a
  * read-only connection to a WAL database creates -wal/-shm beside it that it cannot remove, and
  * would leave them behind when the service is not running; this one removes them on close.
+ * The price: when it is the last connection, closing it also checkpoints a -wal a crash left into
+ * the database file, as the service's next start would. (A read-only connection cannot use
+ * locking_mode=EXCLUSIVE, the one way to read a WAL database without creating -shm.)
  */
 export function openForReading(file: string): BetterSqlite3.Database {
   const db = new BetterSqlite3(file, { fileMustExist: true });
