@@ -208,7 +208,19 @@ describe("rehearsals on a scratch copy", () => {
     expect(drill.out.find((l) => l.startsWith("notes"))).toMatch(/^notes\s+1\s+2$/);
     expect(drill.out.find((l) => l.startsWith("schema_migrations"))).toMatch(/^schema_migrations\s+2\s+1$/);
     expect(drill.out.at(-1)).toBe("drill passed; scratch copy deleted, nothing live touched");
+    expect(snapshot(databasePath)).toEqual(live);
+    expect(fs.readdirSync(backupDir).sort()).toEqual(backups);
 
+    // A backup the current migrations cannot bring up to date fails the drill.
+    fs.writeFileSync(
+      path.join(migrationsDir, "0003_broken.ts"),
+      'export async function up() { throw new Error("nope"); }\n',
+    );
+    const failed = await db(["restore", "--drill"], { ...env, MIGRATIONS_DIR: migrationsDir });
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toMatch(
+      /drill FAILED: app-.*-manual\.db restores, but the migrations fail on it: migration 0003_broken failed: nope/,
+    );
     expect(snapshot(databasePath)).toEqual(live);
     expect(fs.readdirSync(backupDir).sort()).toEqual(backups);
   });
