@@ -64,6 +64,6 @@ echo "fixed: chown -R $uid:$gid$dirs; chmod -R u+rwX$dirs"
 '
 
 # The prod overlay drops every capability: give back only what chown needs to reach every file.
-exec docker compose run --rm --no-deps -T --user 0:0 \
+exec scripts/compose-run.sh --no-deps -T --user 0:0 \
   --cap-add CHOWN --cap-add FOWNER --cap-add DAC_OVERRIDE \
   --entrypoint sh app -c "$inside" fix-permissions "$uid" "$gid" "$dry_run"

@@ -237,6 +237,11 @@ describe("docker-compose.prod.yml", () => {
     expect(app.logging).toEqual({ driver: "json-file", options: { "max-size": "10m", "max-file": "5" } });
   });
 
+  it("takes scheduled backups", () => {
+    expect(app.environment.BACKUP_INTERVAL).toBe("${BACKUP_INTERVAL:-6h}");
+    expect(loadConfig({ BACKUP_INTERVAL: "6h" }).backupIntervalMs).toBe(6 * 3_600_000);
+  });
+
   it("restarts always and publishes the port on 127.0.0.1 unless told otherwise", () => {
     expect(app.restart).toBe("always");
     expect(app.ports).toEqual(["${BIND_ADDRESS:-127.0.0.1}:${PORT:-3000}:3000"]);
@@ -365,6 +370,26 @@ describe("shell scripts", () => {
     });
     expect(result.status).toBe(2);
     expect(result.stderr).toContain('--uid and --gid take numbers, got uid="node"');
+  });
+});
+
+describe("volume-import.sh", () => {
+  it("refuses an archive that is not one backup file, before calling Docker", () => {
+    const dir = makeTempDir();
+    try {
+      fs.mkdirSync(path.join(dir, "data"));
+      fs.writeFileSync(path.join(dir, "data", "app.db"), "");
+      const archive = path.join(dir, "not-an-export.tar.gz");
+      expect(spawnSync("tar", ["-C", dir, "-czf", archive, "data"]).status).toBe(0);
+      const result = spawnSync("bash", ["scripts/volume-import.sh", archive], {
+        cwd: ROOT,
+        encoding: "utf8",
+      });
+      expect(result.stderr).toContain("is not an archive from volume-export.sh");
+      expect(result.status).toBe(1);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
