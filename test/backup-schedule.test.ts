@@ -4,16 +4,13 @@ import fs from "node:fs";
 import path from "node:path";
 import { pino } from "pino";
 import request from "supertest";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createApp } from "../src/app.ts";
 import { listBackups, verifyDatabaseFile } from "../src/db/backup.ts";
 import { startBackupSchedule } from "../src/db/backup-schedule.ts";
-import { createTestApp, type LogLine, makeTempDir, startService } from "./helpers.ts";
+import { cleanupAfterEach, createTestApp, type LogLine, makeTempDir, startService } from "./helpers.ts";
 
-const cleanups: (() => void | Promise<void>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const { defer } = cleanupAfterEach();
 
 /** A logger that resolves `next(msg)` when a line with that message is written. */
 function awaitableLogger() {
@@ -39,14 +36,14 @@ function awaitableLogger() {
 describe("scheduled backups", () => {
   it("are taken by the running service on BACKUP_INTERVAL, verified, and reported in /health", async () => {
     const dir = makeTempDir();
-    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const databasePath = path.join(dir, "app.db");
     const service = await startService({
       DATABASE_PATH: databasePath,
       BACKUP_INTERVAL: "1s",
       BACKUP_KEEP: "2",
     });
-    cleanups.push(() => void service.process.kill("SIGKILL"));
+    defer(() => void service.process.kill("SIGKILL"));
     const post = await fetch(`http://127.0.0.1:${service.port}/api/notes`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -74,7 +71,7 @@ describe("scheduled backups", () => {
 
   it("logs a failure and shows it in /health while the service keeps serving", async () => {
     const t = await createTestApp();
-    cleanups.push(() => t.close());
+    defer(() => t.close());
     // A file where the backup folder should be: every backup fails.
     const blocked = path.join(t.dir, "not-a-folder");
     fs.writeFileSync(blocked, "");
@@ -82,7 +79,7 @@ describe("scheduled backups", () => {
     const config = { ...t.config, backupDir: blocked, backupIntervalMs: 20 };
     const failed = next("scheduled backup failed");
     const backups = startBackupSchedule({ db: t.db, config, logger });
-    cleanups.push(() => backups.stop());
+    defer(() => backups.stop());
     const line = await failed;
     expect(line.level).toBe(50); // error
 
@@ -103,7 +100,7 @@ describe("scheduled backups", () => {
 
   it("stays off unless BACKUP_INTERVAL is set", async () => {
     const t = await createTestApp();
-    cleanups.push(() => t.close());
+    defer(() => t.close());
     const { logger, lines } = awaitableLogger();
     const backups = startBackupSchedule({ db: t.db, config: t.config, logger });
     await backups.stop();

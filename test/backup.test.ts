@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   type BackupKind,
   backupFileName,
@@ -15,22 +15,14 @@ import {
 } from "../src/db/backup.ts";
 import { type Database, openDatabase } from "../src/db/database.ts";
 import { runMigrations } from "../src/db/migrator.ts";
-import { type Child, makeTempDir, ROOT, runNode, silentLogger, testConfig } from "./helpers.ts";
+import { cleanupAfterEach, makeTempDir, ROOT, runNode, silentLogger, testConfig } from "./helpers.ts";
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
-});
-
-function track<T extends Child>(child: T): T {
-  cleanups.push(() => child.process.kill("SIGKILL"));
-  return child;
-}
+const { defer, track } = cleanupAfterEach();
 
 /** A migrated database in a fresh temporary folder, and the env that points the CLI at it. */
 async function setup() {
   const dir = makeTempDir();
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  defer(() => fs.rmSync(dir, { recursive: true, force: true }));
   const config = testConfig(dir);
   const db = openDatabase({ path: config.databasePath, backupDir: config.backupDir, busyTimeoutMs: 2000 });
   await runMigrations({
@@ -39,7 +31,7 @@ async function setup() {
     backupDir: config.backupDir,
     logger: silentLogger,
   });
-  cleanups.push(() => db.close());
+  defer(() => db.close());
   const env = { DATABASE_PATH: config.databasePath, BACKUP_DIR: config.backupDir };
   return { dir, config, db, env };
 }
@@ -151,7 +143,7 @@ describe("db:backup", () => {
           resolve(name);
         }
       });
-      cleanups.push(() => watcher.close());
+      defer(() => watcher.close());
     });
     const tmp = await started;
     child.process.kill("SIGKILL");

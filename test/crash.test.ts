@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { afterAll, describe, expect, it } from "vitest";
-import { makeTempDir, type ServiceChild, startService } from "./helpers.ts";
+import { callService, makeTempDir, type ServiceChild, startService } from "./helpers.ts";
 
 const ROUNDS = process.env.SOAK ? 120 : 20;
 const WORKERS = 8;
@@ -23,16 +23,6 @@ class Ledger {
   // Titles of POSTs in flight: each may or may not have been committed.
   unackedTitles = new Set<string>();
   acknowledged = 0;
-}
-
-async function send(port: number, method: string, url: string, body?: unknown) {
-  const res = await fetch(`http://127.0.0.1:${port}${url}`, {
-    method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? (JSON.parse(text) as any) : undefined };
 }
 
 /** Writes from several workers at once; kills the service with SIGKILL after `killAfter` acks. */
@@ -59,7 +49,7 @@ async function loadAndKill(service: ServiceChild, ledger: Ledger, round: number,
         if (op <= 2) {
           const note = { title: `r${round}-w${w}-${n}`, body: `body ${n} `.repeat(n % 40) };
           ledger.unackedTitles.add(note.title);
-          const res = await send(service.port, "POST", "/api/notes", note);
+          const res = await callService(service.port, "POST", "/api/notes", note);
           expect(res.status).toBe(201);
           ledger.unackedTitles.delete(note.title);
           ledger.acked.set(res.body.id, note);
@@ -67,14 +57,14 @@ async function loadAndKill(service: ServiceChild, ledger: Ledger, round: number,
         } else if (op === 3) {
           const next = { ...ledger.acked.get(target!)!, body: `patched in round ${round} by ${n}` };
           ledger.pending.set(target!, next);
-          const res = await send(service.port, "PATCH", `/api/notes/${target}`, { body: next.body });
+          const res = await callService(service.port, "PATCH", `/api/notes/${target}`, { body: next.body });
           expect(res.status).toBe(200);
           ledger.acked.set(target!, next);
           ledger.pending.delete(target!);
           acked();
         } else {
           ledger.pending.set(target!, "deleted");
-          const res = await send(service.port, "DELETE", `/api/notes/${target}`);
+          const res = await callService(service.port, "DELETE", `/api/notes/${target}`);
           expect(res.status).toBe(204);
           ledger.acked.delete(target!);
           ledger.pending.delete(target!);
@@ -143,7 +133,7 @@ describe("kill -9 under a concurrent write load", () => {
         verify(file, ledger);
       }
       service = await startService({ DATABASE_PATH: file });
-      const health = await send(service.port, "GET", "/health");
+      const health = await callService(service.port, "GET", "/health");
       expect(health.status).toBe(200);
       expect(health.body.database.tables.notes).toBe(ledger.acked.size);
       console.info(

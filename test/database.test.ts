@@ -1,28 +1,22 @@
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { takeBackup } from "../src/db/backup.ts";
-import { type Database, DatabaseStartupError, openDatabase } from "../src/db/database.ts";
-import { makeTempDir } from "./helpers.ts";
+import { DatabaseStartupError, openDatabase } from "../src/db/database.ts";
+import { cleanupAfterEach } from "./helpers.ts";
 
-const dirs: string[] = [];
-const open: Database[] = [];
-afterEach(() => {
-  for (const db of open.splice(0)) db.close();
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+const { defer, tempDir } = cleanupAfterEach();
 
 function setup() {
-  const dir = makeTempDir();
-  dirs.push(dir);
+  const dir = tempDir();
   const file = path.join(dir, "deeply", "nested", "app.db");
   return { dir, file, backupDir: path.join(dir, "backups") };
 }
 
 function openAt(file: string, backupDir: string) {
   const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 1234 });
-  open.push(db);
+  defer(() => db.close());
   return db;
 }
 

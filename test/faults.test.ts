@@ -7,16 +7,16 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import request from "supertest";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { checkIntegrity, listBackups, takeBackup } from "../src/db/backup.ts";
 import { openDatabase } from "../src/db/database.ts";
 import { runMigrations } from "../src/db/migrator.ts";
 import {
-  type Child,
+  callService,
+  cleanupAfterEach,
   connect,
   createTestApp,
   inFlightPost,
-  makeTempDir,
   migrationsWith,
   ROOT,
   runNode,
@@ -24,31 +24,7 @@ import {
   startService,
 } from "./helpers.ts";
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
-});
-
-function tempDir() {
-  const dir = makeTempDir("svc-faults-");
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-function track<T extends Child>(child: T): T {
-  cleanups.push(() => child.process.kill("SIGKILL"));
-  return child;
-}
-
-async function call(port: number, method: string, url: string, body?: unknown) {
-  const res = await fetch(`http://127.0.0.1:${port}${url}`, {
-    method,
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as any) : undefined };
-}
+const { defer, track, tempDir } = cleanupAfterEach();
 
 const isRoot = process.getuid?.() === 0;
 
@@ -99,7 +75,7 @@ function expectErrorBody(body: any, code: string) {
 describe("disk full", () => {
   it("answers 507 storage_full to writes, keeps reads working, says why in /health, and recovers", async () => {
     const t = await createTestApp();
-    cleanups.push(() => t.close());
+    defer(() => t.close());
     const { sqlite } = t.db;
     const first = await request(t.app).post("/api/notes").send({ title: "before", body: "b" }).expect(201);
     // SQLite's own limit stands in for the disk: the file may not grow past a few pages more.
@@ -146,20 +122,20 @@ describe("disk full", () => {
   });
 
   it("survives a real full filesystem (tmpfs): 507, reads, /health, then writes once it grows", async (ctx) => {
-    const dir = tempDir();
+    const dir = tempDir("svc-faults-");
     const mountpoint = path.join(dir, "small");
     fs.mkdirSync(mountpoint);
     if (!tryMount(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", mountpoint])) {
       ctx.skip("mounting a tmpfs needs root and a machine that allows mount (containers usually refuse)");
     }
-    cleanups.push(() => spawnSync("umount", ["-l", mountpoint]));
+    defer(() => spawnSync("umount", ["-l", mountpoint]));
     const file = path.join(mountpoint, "app.db");
     const service = track(await startService({ DATABASE_PATH: file }));
     let status = 201;
     let sent = 0;
     const kept: number[] = [];
     while (status === 201 && sent < 200) {
-      const res = await call(service.port, "POST", "/api/notes", {
+      const res = await callService(service.port, "POST", "/api/notes", {
         title: `n${sent++}`,
         body: "q".repeat(9000),
       });
@@ -168,14 +144,16 @@ describe("disk full", () => {
       else expectErrorBody(res.body, "storage_full");
     }
     expect(status).toBe(507);
-    expect((await call(service.port, "GET", `/api/notes/${kept[0]}`)).status).toBe(200);
-    const health = await call(service.port, "GET", "/health");
+    expect((await callService(service.port, "GET", `/api/notes/${kept[0]}`)).status).toBe(200);
+    const health = await callService(service.port, "GET", "/health");
     expect(health.status).toBe(503);
     expect(health.body.reason).toMatch(/^storage is full/);
 
     expect(tryMount(["-o", "remount,size=16m", mountpoint])).toBe(true);
-    expect((await call(service.port, "POST", "/api/notes", { title: "after", body: "ok" })).status).toBe(201);
-    expect((await call(service.port, "GET", "/health")).status).toBe(200);
+    expect(
+      (await callService(service.port, "POST", "/api/notes", { title: "after", body: "ok" })).status,
+    ).toBe(201);
+    expect((await callService(service.port, "GET", "/health")).status).toBe(200);
     service.process.kill("SIGTERM");
     expect((await service.exited).code).toBe(0);
     expect(checkIntegrity(file)).toEqual(["ok"]);
@@ -203,20 +181,20 @@ setInterval(() => {}, 1000);
 
 describe("lock contention", () => {
   it("answers 503 database_busy with Retry-After while another process holds the lock, and serves reads", async () => {
-    const dir = tempDir();
+    const dir = tempDir("svc-faults-");
     const file = path.join(dir, "app.db");
     const service = track(await startService({ DATABASE_PATH: file, BUSY_TIMEOUT_MS: "50" }));
-    const before = await call(service.port, "POST", "/api/notes", { title: "before the lock" });
+    const before = await callService(service.port, "POST", "/api/notes", { title: "before the lock" });
     expect(before.status).toBe(201);
 
     const holder = track(runNode("-e", [LOCK_HOLDER], { DATABASE_PATH: file }));
     await holder.waitForLog((l) => l.msg === "locked");
 
     const writes = await Promise.all([
-      call(service.port, "POST", "/api/notes", { title: "blocked 1" }),
-      call(service.port, "POST", "/api/notes", { title: "blocked 2" }),
-      call(service.port, "PATCH", `/api/notes/${before.body.id}`, { title: "blocked 3" }),
-      call(service.port, "DELETE", `/api/notes/${before.body.id}`),
+      callService(service.port, "POST", "/api/notes", { title: "blocked 1" }),
+      callService(service.port, "POST", "/api/notes", { title: "blocked 2" }),
+      callService(service.port, "PATCH", `/api/notes/${before.body.id}`, { title: "blocked 3" }),
+      callService(service.port, "DELETE", `/api/notes/${before.body.id}`),
     ]);
     for (const res of writes) {
       expect(res.status).toBe(503);
@@ -224,16 +202,16 @@ describe("lock contention", () => {
       expectErrorBody(res.body, "database_busy");
     }
     // WAL: readers do not wait for the writer.
-    const read = await call(service.port, "GET", `/api/notes/${before.body.id}`);
+    const read = await callService(service.port, "GET", `/api/notes/${before.body.id}`);
     expect(read).toMatchObject({ status: 200, body: { title: "before the lock" } });
-    expect((await call(service.port, "GET", "/api/notes")).body.items).toHaveLength(1);
-    expect((await call(service.port, "GET", "/health")).status).toBe(200);
+    expect((await callService(service.port, "GET", "/api/notes")).body.items).toHaveLength(1);
+    expect((await callService(service.port, "GET", "/health")).status).toBe(200);
 
     holder.process.kill("SIGUSR2");
     await holder.waitForLog((l) => l.msg === "released");
-    const after = await call(service.port, "POST", "/api/notes", { title: "after the lock" });
+    const after = await callService(service.port, "POST", "/api/notes", { title: "after the lock" });
     expect(after.status).toBe(201);
-    const titles = (await call(service.port, "GET", "/api/notes")).body.items.map((n: any) => n.title);
+    const titles = (await callService(service.port, "GET", "/api/notes")).body.items.map((n: any) => n.title);
     expect(titles).toEqual(["after the lock", "from the holder", "before the lock"]);
   });
 });
@@ -267,7 +245,7 @@ describe("a corrupt or foreign file at DATABASE_PATH", () => {
   it.each(cases)(
     "refuses %s with one line naming the newest backup, exit 1, file untouched",
     async (_, damage, problem) => {
-      const dir = tempDir();
+      const dir = tempDir("svc-faults-");
       const { file, backup } = await databaseWithBackup(dir);
       damage(file);
       const before = snapshot(path.dirname(file));
@@ -284,7 +262,7 @@ describe("a corrupt or foreign file at DATABASE_PATH", () => {
   );
 
   it("refuses a directory at DATABASE_PATH with the fix, leaving it as it was", async () => {
-    const dir = tempDir();
+    const dir = tempDir("svc-faults-");
     const file = path.join(dir, "app.db");
     fs.mkdirSync(file);
     fs.writeFileSync(path.join(file, "keep.txt"), "x");
@@ -316,7 +294,7 @@ describe("many starters", () => {
   it.each(variants)(
     "five processes starting at once on %s: one backup at most, one application, all serve",
     async (_, seeded) => {
-      const dir = tempDir();
+      const dir = tempDir("svc-faults-");
       const file = path.join(dir, "data", "app.db");
       const backupDir = path.join(dir, "data", "backups");
       const gate = path.join(dir, "gate");
@@ -368,7 +346,7 @@ describe("many starters", () => {
       );
       expect(appliers).toHaveLength(1);
       for (const port of ports) {
-        const health = await call(port, "GET", "/health");
+        const health = await callService(port, "GET", "/health");
         expect(health.status).toBe(200);
         expect(health.body.database.migrations).toEqual({ applied: 2, pending: 0, latest: "0002_gated" });
       }
@@ -388,7 +366,7 @@ describe("many starters", () => {
 
 describe("shutdown under load", () => {
   it("on SIGTERM completes all 50 requests in flight, refuses new connections and exits 0 with no -wal", async () => {
-    const dir = tempDir();
+    const dir = tempDir("svc-faults-");
     const file = path.join(dir, "app.db");
     const service = track(await startService({ DATABASE_PATH: file, SHUTDOWN_TIMEOUT_MS: "60000" }));
     const posts = Array.from({ length: 50 }, (_, i) => inFlightPost(service.port, `in flight ${i}`));
@@ -415,10 +393,10 @@ describe("shutdown under load", () => {
   });
 
   it("cuts a request slower than SHUTDOWN_TIMEOUT_MS and still exits 0 with the database closed", async () => {
-    const dir = tempDir();
+    const dir = tempDir("svc-faults-");
     const file = path.join(dir, "app.db");
     const service = track(await startService({ DATABASE_PATH: file, SHUTDOWN_TIMEOUT_MS: "200" }));
-    const done = await call(service.port, "POST", "/api/notes", { title: "done before" });
+    const done = await callService(service.port, "POST", "/api/notes", { title: "done before" });
     expect(done.status).toBe(201);
     // Its body never comes: the slowest request there is.
     const slow = inFlightPost(service.port, "never finished");
@@ -475,7 +453,7 @@ describe("a data folder the service cannot write", () => {
       env: { PATH: process.env.PATH ?? "", NODE_ENV: "test", LOG_LEVEL: "info", PORT: "0", ...env },
       stdio: ["ignore", "ignore", "pipe"],
     });
-    cleanups.push(() => child.kill("SIGKILL"));
+    defer(() => child.kill("SIGKILL"));
     let stderr = "";
     child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
       stderr += chunk;
@@ -487,7 +465,7 @@ describe("a data folder the service cannot write", () => {
 
   it("names the owner, the process's uid and the fix when the folder belongs to another uid", async (ctx) => {
     if (!isRoot) ctx.skip("needs root to run the service as another uid (uid 1000)");
-    const dir = tempDir();
+    const dir = tempDir("svc-faults-");
     const node = nodeForOtherUser(dir);
     if (!node) ctx.skip("uid 1000 cannot read the project files or run node here");
     const cases = [
@@ -523,13 +501,13 @@ describe("a data folder the service cannot write", () => {
   });
 
   it("says the filesystem is read-only and how to fix it", async (ctx) => {
-    const dir = tempDir();
+    const dir = tempDir("svc-faults-");
     const mountpoint = path.join(dir, "ro");
     fs.mkdirSync(mountpoint);
     if (!tryMount(["-t", "tmpfs", "-o", "size=4m", "tmpfs", mountpoint])) {
       ctx.skip("mounting a tmpfs needs root and a machine that allows mount (containers usually refuse)");
     }
-    cleanups.push(() => spawnSync("umount", ["-l", mountpoint]));
+    defer(() => spawnSync("umount", ["-l", mountpoint]));
     const existing = path.join(mountpoint, "data", "app.db");
     const first = await startService({ DATABASE_PATH: existing });
     first.process.kill("SIGTERM");

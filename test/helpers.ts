@@ -10,6 +10,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { Express } from "express";
 import { pino } from "pino";
+import { afterEach } from "vitest";
 import { createApp } from "../src/app.ts";
 import { type Config, loadConfig } from "../src/config.ts";
 import { type Database, openDatabase } from "../src/db/database.ts";
@@ -20,6 +21,38 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 
 export function makeTempDir(prefix = "svc-test-"): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export interface Cleanup {
+  /** Runs `fn` after the current test, newest first. */
+  defer(fn: () => unknown): void;
+  /** A fresh temporary folder, removed after the test. */
+  tempDir(prefix?: string): string;
+  /** A child process, killed (SIGKILL) after the test if it still runs. */
+  track<T extends Child>(child: T): T;
+}
+
+/** Call once at the top of a test file: what each test defers is undone after it. */
+export function cleanupAfterEach(): Cleanup {
+  const pending: (() => unknown)[] = [];
+  afterEach(async () => {
+    for (const fn of pending.splice(0).reverse()) await fn();
+  });
+  const defer = (fn: () => unknown) => {
+    pending.push(fn);
+  };
+  return {
+    defer,
+    tempDir(prefix) {
+      const dir = makeTempDir(prefix);
+      defer(() => fs.rmSync(dir, { recursive: true, force: true }));
+      return dir;
+    },
+    track(child) {
+      defer(() => child.process.kill("SIGKILL"));
+      return child;
+    },
+  };
 }
 
 export function testConfig(dir: string, env: Record<string, string> = {}): Config {
@@ -160,6 +193,17 @@ export async function startService(
   const child = runNode("src/main.ts", [], { PORT: "0", HOST: "127.0.0.1", ...env }, options);
   const listening = await child.waitForLog((l) => l.msg === "listening");
   return Object.assign(child, { port: listening.port as number });
+}
+
+/** One HTTP request to a service child on loopback; the body is sent and parsed as JSON. */
+export async function callService(port: number, method: string, url: string, body?: unknown) {
+  const res = await fetch(`http://127.0.0.1:${port}${url}`, {
+    method,
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as any) : undefined };
 }
 
 /** A logger whose lines are kept in memory, for asserting what was logged. */

@@ -1,18 +1,14 @@
 // scripts/migrate.ts as users run it: status, up, down and new, on a real database file.
 import fs from "node:fs";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { listBackups } from "../src/db/backup.ts";
-import { makeTempDir, migrationsWith, runNode } from "./helpers.ts";
+import { cleanupAfterEach, migrationsWith, runNode } from "./helpers.ts";
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-});
+const { tempDir } = cleanupAfterEach();
 
 function setup() {
-  const dir = makeTempDir();
-  dirs.push(dir);
+  const dir = tempDir();
   const migrationsDir = migrationsWith(dir, {});
   const env = {
     DATABASE_PATH: path.join(dir, "app.db"),

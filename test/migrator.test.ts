@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { checkIntegrity, listBackups } from "../src/db/backup.ts";
 import { type Database, openDatabase } from "../src/db/database.ts";
 import {
@@ -11,12 +11,17 @@ import {
   revertLastMigration,
   runMigrations,
 } from "../src/db/migrator.ts";
-import { captureLogger, makeTempDir, migrationsWith, ROOT, runNode, silentLogger } from "./helpers.ts";
+import {
+  captureLogger,
+  cleanupAfterEach,
+  makeTempDir,
+  migrationsWith,
+  ROOT,
+  runNode,
+  silentLogger,
+} from "./helpers.ts";
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
-});
+const { defer } = cleanupAfterEach();
 
 function setup(extra: Record<string, string> = {}) {
   const dir = makeTempDir();
@@ -24,8 +29,8 @@ function setup(extra: Record<string, string> = {}) {
   const backupDir = path.join(dir, "backups");
   const migrationsDir = migrationsWith(dir, extra);
   const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 2000 });
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  cleanups.push(() => db.close());
+  defer(() => fs.rmSync(dir, { recursive: true, force: true }));
+  defer(() => db.close());
   return { dir, file, backupDir, migrationsDir, db };
 }
 

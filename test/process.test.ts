@@ -1,45 +1,26 @@
 // The service as a real child process: startup, refusal to start, and graceful shutdown.
 import fs from "node:fs";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { listBackups } from "../src/db/backup.ts";
 import {
-  type Child,
+  callService,
+  cleanupAfterEach,
   connect,
   inFlightPost,
-  makeTempDir,
   migrationsWith,
   runNode,
   startService,
 } from "./helpers.ts";
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
-});
-
-function tempDir() {
-  const dir = makeTempDir();
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
-
-function track<T extends Child>(child: T): T {
-  cleanups.push(() => child.process.kill("SIGKILL"));
-  return child;
-}
-
-async function getJson(port: number, url: string) {
-  const res = await fetch(`http://127.0.0.1:${port}${url}`);
-  return { status: res.status, body: (await res.json()) as any };
-}
+const { track, tempDir } = cleanupAfterEach();
 
 describe("the service process", () => {
   it("creates the database at a nested DATABASE_PATH and serves /health with WAL", async () => {
     const dir = tempDir();
     const databasePath = path.join(dir, "a", "b", "app.db");
     const service = track(await startService({ DATABASE_PATH: databasePath }));
-    const { status, body } = await getJson(service.port, "/health");
+    const { status, body } = await callService(service.port, "GET", "/health");
     expect(status).toBe(200);
     expect(body.database).toMatchObject({
       path: databasePath,

@@ -2,10 +2,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { listBackups, takeBackup } from "../src/db/backup.ts";
 import {
-  type Child,
+  cleanupAfterEach,
   makeTempDir,
   migrationsWith,
   runNode,
@@ -13,19 +13,11 @@ import {
   startService,
 } from "./helpers.ts";
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
-});
-
-function track<T extends Child>(child: T): T {
-  cleanups.push(() => child.process.kill("SIGKILL"));
-  return child;
-}
+const { defer, track } = cleanupAfterEach();
 
 function setup() {
   const dir = makeTempDir();
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  defer(() => fs.rmSync(dir, { recursive: true, force: true }));
   const databasePath = path.join(dir, "data", "app.db");
   const backupDir = path.join(dir, "backups");
   return { dir, databasePath, backupDir, env: { DATABASE_PATH: databasePath, BACKUP_DIR: backupDir } };

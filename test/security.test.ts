@@ -4,10 +4,10 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import request from "supertest";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { listBackups } from "../src/db/backup.ts";
 import {
-  type Child,
+  cleanupAfterEach,
   createTestApp,
   makeTempDir,
   migrationsWith,
@@ -17,15 +17,7 @@ import {
   type TestApp,
 } from "./helpers.ts";
 
-const cleanups: (() => void)[] = [];
-afterEach(() => {
-  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
-});
-
-function track<T extends Child>(child: T): T {
-  cleanups.push(() => child.process.kill("SIGKILL"));
-  return child;
-}
+const { defer, track } = cleanupAfterEach();
 
 function expectHelmet(headers: Record<string, string | string[] | undefined>, what: string) {
   expect(headers["x-powered-by"], what).toBeUndefined();
@@ -42,7 +34,7 @@ const mode = (file: string) => (fs.statSync(file).mode & 0o777).toString(8);
 describe("security headers", () => {
   it("are on every response: success, each kind of error, 404, HEAD and a 500", async () => {
     const t: TestApp = await createTestApp({ BODY_LIMIT: "1kb" });
-    cleanups.push(() => t.close());
+    defer(() => t.close());
     const created = await request(t.app).post("/api/notes").send({ title: "x" });
     const responses: [string, request.Response][] = [
       ["201", created],
@@ -76,7 +68,7 @@ describe("security headers", () => {
 describe("errors in production", () => {
   it("never carry a stack, SQL or a file path", async () => {
     const dir = makeTempDir();
-    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const file = path.join(dir, "app.db");
     const service = track(await startService({ DATABASE_PATH: file, NODE_ENV: "production" }));
     const url = (p: string) => `http://127.0.0.1:${service.port}${p}`;
@@ -117,7 +109,7 @@ describe("errors in production", () => {
 describe("file permissions", () => {
   it("keeps the database, -wal, -shm and every backup at 0600, in 0700 folders", async () => {
     const dir = makeTempDir();
-    cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+    defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const file = path.join(dir, "data", "app.db");
     const backupDir = path.join(dir, "data", "backups");
     const migrationsDir = migrationsWith(dir, {});
@@ -162,7 +154,7 @@ describe("file permissions", () => {
 describe("stored text", () => {
   it("keeps notes holding SQL and HTML verbatim, and returns them as JSON", async () => {
     const t = await createTestApp();
-    cleanups.push(() => t.close());
+    defer(() => t.close());
     const note = {
       title: `Robert'); DROP TABLE notes;-- <script>alert("x")</script>`,
       body: `<img src=x onerror=alert(1)> ' OR '1'='1 \\"; SELECT * FROM sqlite_schema; -- &amp; \u2028 \u0000 end`,
