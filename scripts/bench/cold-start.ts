@@ -1,6 +1,8 @@
-// Cold start: from spawning `node src/main.ts` to the first 200 from /health, against spawning a
-// Node process that does nothing (the floor no service code can go below).
+// Cold start: from spawning `node src/main.ts` to the first 200 from /health, against the same
+// for the bare Express baseline and a Node process that does nothing (the floor). CPU time to the
+// first 200 is reported too: on a shared machine it varies far less than wall time.
 import { spawn } from "node:child_process";
+import fs from "node:fs";
 import http from "node:http";
 import { startServer } from "./processes.ts";
 import { median, round } from "./stats.ts";
@@ -10,9 +12,24 @@ export interface ColdStartRow {
   firstHealthyMs: number;
   /** Median ms from spawn to the "listening" log line. */
   listeningMs: number;
+  /** Median CPU ms (user + system) the service used up to its first 200. */
+  cpuMs: number;
+  /** The same for the bare Express baseline (GET /). */
+  bareFirst200Ms: number;
+  bareCpuMs: number;
   /** Median ms for `node -e 0` to start and exit on this machine. */
   nodeAloneMs: number;
   runs: number[];
+}
+
+// utime + stime from /proc/<pid>/stat, in clock ticks (100 per second on Linux).
+function cpuMsOf(pid: number): number {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 function getStatus(port: number, path: string): Promise<number> {
@@ -35,27 +52,35 @@ function nodeAlone(): Promise<number> {
   });
 }
 
+async function firstOk(script: string, path: string, env: Record<string, string>) {
+  const started = performance.now();
+  const server = await startServer(script, [], env);
+  try {
+    const status = await getStatus(server.port, path);
+    if (status !== 200) throw new Error(`cold start: ${script} answered ${status} on ${path}`);
+    return { ms: performance.now() - started, listeningMs: server.startMs, cpuMs: cpuMsOf(server.pid) };
+  } finally {
+    await server.stop();
+  }
+}
+
 export async function runColdStarts(env: Record<string, string>, runs: number): Promise<ColdStartRow> {
-  const healthy: number[] = [];
-  const listening: number[] = [];
+  const service: Awaited<ReturnType<typeof firstOk>>[] = [];
+  const bare: Awaited<ReturnType<typeof firstOk>>[] = [];
   const alone: number[] = [];
   for (let n = 0; n < runs; n++) {
     alone.push(await nodeAlone());
-    const started = performance.now();
-    const server = await startServer("src/main.ts", [], env);
-    try {
-      const status = await getStatus(server.port, "/health");
-      if (status !== 200) throw new Error(`cold start: /health answered ${status}`);
-      healthy.push(performance.now() - started);
-      listening.push(server.startMs);
-    } finally {
-      await server.stop();
-    }
+    bare.push(await firstOk("scripts/bench/baseline-server.ts", "/", {}));
+    service.push(await firstOk("src/main.ts", "/health", env));
   }
+  const med = (values: number[]) => round(median(values));
   return {
-    firstHealthyMs: round(median(healthy)),
-    listeningMs: round(median(listening)),
-    nodeAloneMs: round(median(alone)),
-    runs: healthy.map((ms) => round(ms)),
+    firstHealthyMs: med(service.map((r) => r.ms)),
+    listeningMs: med(service.map((r) => r.listeningMs)),
+    cpuMs: med(service.map((r) => r.cpuMs)),
+    bareFirst200Ms: med(bare.map((r) => r.ms)),
+    bareCpuMs: med(bare.map((r) => r.cpuMs)),
+    nodeAloneMs: med(alone),
+    runs: service.map((r) => round(r.ms)),
   };
 }

@@ -86,7 +86,13 @@ export interface BenchResult {
   backup: BackupRow[];
   coldStart: ColdStartRow;
   /** The service's resident memory after the last round of POSTs: all, own (anonymous), mapped files. */
-  memory: { rssMb: number | undefined; anonMb: number | undefined; fileMb: number | undefined };
+  memory: {
+    rssMb: number | undefined;
+    anonMb: number | undefined;
+    fileMb: number | undefined;
+    /** The bare Express baseline's, after its last round: the floor for a Node HTTP server here. */
+    bareRssMb: number | undefined;
+  };
   targets: Target[];
 }
 
@@ -157,8 +163,16 @@ export async function runBench(
     ]);
 
     let memoryAfterWrites: ReturnType<ServerProcess["memory"]>;
+    let bareMemory: ReturnType<ServerProcess["memory"]>;
     const cases: HttpCase[] = [
-      { name: "bare express", server: bare, job: { method: "GET", path: "/" } },
+      {
+        name: "bare express",
+        server: bare,
+        job: { method: "GET", path: "/" },
+        afterRound: () => {
+          bareMemory = bare.memory();
+        },
+      },
       { name: "helmet + pino-http", server: middleware, job: { method: "GET", path: "/" } },
       { name: "live", server: service, job: { method: "GET", path: "/health/live" } },
       { name: "health", server: service, job: { method: "GET", path: "/health" } },
@@ -232,6 +246,7 @@ export async function runBench(
       rssMb: mb(memoryAfterWrites?.rssBytes),
       anonMb: mb(memoryAfterWrites?.anonBytes),
       fileMb: mb(memoryAfterWrites?.fileBytes),
+      bareRssMb: mb(bareMemory?.rssBytes),
     };
     const targets: Target[] = [
       target("GET /api/notes/:id vs bare Express", ">= 0.85", byName("read note").vsBare, (v) => v >= 0.85),
