@@ -19,6 +19,15 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
+// Servers still running when the bench exits for any reason but SIGKILL (an error, a signal, the
+// test runner that started it going away and closing its stderr) are stopped with it, not orphaned.
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const child of running) child.kill("SIGTERM");
+});
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(signal, () => process.exit(130));
+process.stderr.on("error", () => process.exit(1));
+
 /** Starts `node <script>`, and resolves once it has logged {"msg":"listening","port":N}. */
 export function startServer(
   script: string,
@@ -31,6 +40,8 @@ export function startServer(
     env: { PATH: process.env.PATH ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  running.add(child);
+  child.once("exit", () => running.delete(child));
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
     stderr += chunk;
