@@ -46,12 +46,8 @@ LABEL org.opencontainers.image.title="express-sqlite-template" \
 ENV NODE_ENV=production DATABASE_PATH=/app/data/app.db BACKUP_DIR=/app/backups
 # Mount points for the named volumes: Docker copies this ownership into a new, empty volume.
 RUN mkdir -p /app/data /app/backups && chown node:node /app/data /app/backups
-COPY --from=prod-deps /app/node_modules ./node_modules
-COPY package.json package-lock.json ./
-COPY migrations ./migrations
-COPY scripts ./scripts
-COPY src ./src
-# The code stays owned by root: the service can write its data, never its own code.
+# Metadata before the COPY lines: a source change then rebuilds only the layers from `COPY src` on.
+# COPY ignores USER: the code stays owned by root, so the service can write its data, never its code.
 USER node
 EXPOSE 3000
 # /health answers 503 when the database cannot serve; the script's own 3 s timeout reports a hung
@@ -61,3 +57,8 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 # node itself, never `npm start`: npm does not pass SIGTERM on reliably and adds a process. Run
 # it under an init (compose `init: true`, or `docker run --init`) so signals and zombies are handled.
 CMD ["node", "src/main.ts"]
+COPY --from=prod-deps /app/node_modules ./node_modules
+COPY package.json package-lock.json ./
+COPY migrations ./migrations
+COPY scripts ./scripts
+COPY src ./src

@@ -99,6 +99,8 @@ describe("Dockerfile", () => {
   it("runs as node (uid 1000) with its data and backup folders owned by it", () => {
     const users = all(runtime, "USER").map((i) => i.args);
     expect(users.at(-1)).toBe("node");
+    const lastUser = runtime.instructions.findLastIndex((i) => i.keyword === "USER");
+    expect(runtime.instructions.slice(lastUser).some((i) => i.keyword === "RUN")).toBe(false);
     const runs = all(runtime, "RUN").map((i) => i.args);
     expect(runs).toContainEqual(expect.stringMatching(/mkdir -p \/app\/data \/app\/backups/));
     expect(runs).toContainEqual(expect.stringMatching(/chown node:node \/app\/data \/app\/backups/));
@@ -203,6 +205,7 @@ describe("docker-compose.dev.yml", () => {
 
   it("runs the dev target as the developer's uid, with sources and ./data bind-mounted", () => {
     expect(app.build).toEqual({ target: "dev" });
+    expect(app.image).not.toBe(base.services.app!.image);
     expect(app.user).toBe("${UID:-1000}:${GID:-1000}");
     expect(app.volumes).toEqual(
       expect.arrayContaining(["./src:/app/src", "./migrations:/app/migrations", "./data:/app/data"]),
