@@ -162,27 +162,29 @@ describe("db:backup", () => {
 });
 
 describe("takeOnlineBackup", () => {
-  it("copies page batches between turns of the event loop, keeping writes made meanwhile consistent", async () => {
+  it("snapshots in a worker thread while the service's connection keeps writing", async () => {
     const { config, db: live } = await setup();
     insertNotes(live, 2000, "before");
     const before = noteIds(config.databasePath).length;
-    let steps = 0;
+    let done = false;
     const copying = takeOnlineBackup({
       db: live,
       backupDir: config.backupDir,
       kind: "scheduled",
-      pagesPerStep: 1,
+    }).finally(() => {
+      done = true;
     });
-    // The service keeps writing through the same connection while the copy runs.
-    const writing = (async () => {
-      for (let i = 0; i < 20; i++) {
-        await new Promise((resolve) => setImmediate(resolve));
-        insertNotes(live, 1, "during");
-        steps++;
-      }
-    })();
-    const [backup] = await Promise.all([copying, writing]);
-    expect(steps).toBe(20);
+    // The event loop keeps turning, and the service keeps writing through its connection, while the
+    // copy runs: a snapshot on this thread would finish before the first turn.
+    let writesDuringCopy = 0;
+    while (!done) {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (done) break;
+      insertNotes(live, 1, "during");
+      writesDuringCopy++;
+    }
+    const backup = await copying;
+    expect(writesDuringCopy).toBeGreaterThan(0);
     const ids = noteIds(backup.path);
     expect(ids.length).toBeGreaterThanOrEqual(before);
     expect(ids.slice(0, before)).toEqual(Array.from({ length: before }, (_, i) => i + 1));
@@ -200,7 +202,6 @@ describe("takeOnlineBackup", () => {
       db: live,
       backupDir: config.backupDir,
       kind: "scheduled",
-      pagesPerStep: 1,
       signal: abort.signal,
     });
     abort.abort();

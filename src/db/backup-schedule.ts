@@ -1,5 +1,5 @@
-// Scheduled backups inside the service: the process that owns the database copies it through its
-// own connection (online backup API, a batch of pages per tick), then applies retention.
+// Scheduled backups inside the service: the process that owns the database snapshots it from a
+// worker thread (takeOnlineBackup), so requests go on being served, then applies retention.
 import type { Config } from "../config.ts";
 import type { Logger } from "../logger.ts";
 import { pruneBackups, takeOnlineBackup } from "./backup.ts";

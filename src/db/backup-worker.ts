@@ -1,10 +1,11 @@
-// Worker thread entry: prepares and verifies a fresh backup copy off the service's event loop
-// (see prepareBackupCopyInWorker in backup.ts). Runs only when started as a worker.
+// Worker thread entry for takeOnlineBackup (backup.ts): the snapshot, its verification and fsync,
+// off the service's event loop. Runs only when started as a worker.
 import { parentPort, workerData } from "node:worker_threads";
-import { BackupError, prepareBackupCopy } from "./backup.ts";
+import { BackupError, snapshotInto } from "./backup.ts";
 
+const { source, file } = workerData as { source: string; file: string };
 try {
-  prepareBackupCopy((workerData as { file: string }).file);
+  snapshotInto(source, file);
   parentPort!.postMessage({});
 } catch (error) {
   parentPort!.postMessage({ error: (error as Error).message, backupError: error instanceof BackupError });

@@ -155,20 +155,12 @@ export interface TakeBackupOptions {
  * Snapshot `databasePath` with `VACUUM INTO` through a connection of its own (a consistent read
  * transaction, so writers elsewhere go on), verify the copy, and only then give it its final name:
  * a crash at any point leaves at most a `.tmp` file, which nothing mistakes for a backup.
- * `VACUUM INTO` is synchronous: callers that serve requests meanwhile use `takeOnlineBackup`.
+ * Synchronous, for as long as the copy takes: callers that serve requests meanwhile use `takeOnlineBackup`.
  */
 export function takeBackup({ connection, ...options }: TakeBackupOptions): BackupFile {
   const target = startBackupFile(options);
   try {
-    // Read-write in SQLite's terms though it only reads: a read-only connection to a WAL database
-    // creates -wal/-shm it cannot remove, leaving them behind when the service is not running.
-    const source = connection ?? new BetterSqlite3(options.databasePath, { fileMustExist: true });
-    try {
-      source.prepare("VACUUM INTO ?").run(target.tmpPath);
-    } finally {
-      if (!connection) source.close();
-    }
-    prepareBackupCopy(target.tmpPath);
+    snapshotInto(options.databasePath, target.tmpPath, connection);
     return installBackupFile(target);
   } catch (error) {
     abandonBackupFile(target);
@@ -177,40 +169,81 @@ export function takeBackup({ connection, ...options }: TakeBackupOptions): Backu
 }
 
 export interface TakeOnlineBackupOptions extends Omit<TakeBackupOptions, "databasePath" | "connection"> {
-  /** The serving connection and the path of its database. */
-  db: { path: string; sqlite: BetterSqlite3.Database };
-  /** Pages copied per turn of the event loop. */
-  pagesPerStep?: number;
-  /** Aborts the copy between two steps (at shutdown); the partial file is removed. */
+  /** The serving connection's database. */
+  db: { path: string };
+  /** Stops the snapshot (at shutdown); the partial file is removed once the worker has stopped. */
   signal?: AbortSignal;
 }
 
 /**
- * Snapshot through the serving connection with SQLite's online backup API, a batch of pages per
- * turn of the event loop, so requests go on being served during the copy (`VACUUM INTO` would
- * block the loop for the whole of it). Writes through this connection meanwhile are carried into
- * the copy; a write from another process restarts it. Verified and renamed as `takeBackup` does.
+ * Snapshot for a process that is serving requests: `takeBackup`'s VACUUM INTO, verification and
+ * fsync, run in a worker thread with a connection of its own. Each of those is one synchronous
+ * call as long as the database is large (seconds per GB), which on the serving thread would stall
+ * every request; in WAL mode the worker's read transaction blocks no writer. SQLite's online backup
+ * API through the serving connection was tried first: its batches yield to the loop, but its last
+ * step (commit and sync of the copy) stalled the service for 3.5 s on a 1 GB database.
  */
 export async function takeOnlineBackup({
   db,
-  pagesPerStep = 256,
   signal,
   ...options
 }: TakeOnlineBackupOptions): Promise<BackupFile> {
+  signal?.throwIfAborted();
   const target = startBackupFile({ ...options, databasePath: db.path });
   try {
-    await db.sqlite.backup(target.tmpPath, {
-      progress: () => {
-        signal?.throwIfAborted();
-        return pagesPerStep;
-      },
-    });
-    await prepareBackupCopyInWorker(target.tmpPath);
+    await snapshotInWorker(db.path, target.tmpPath, signal);
     return installBackupFile(target);
   } catch (error) {
     abandonBackupFile(target);
     throw error;
   }
+}
+
+/** VACUUM INTO `file`, then `prepareBackupCopy` and fsync, in backup-worker.ts. */
+function snapshotInWorker(source: string, file: string, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL("./backup-worker.ts", import.meta.url), {
+      workerData: { source, file },
+    });
+    let settled: { error?: unknown } | undefined;
+    const onAbort = () => {
+      settled ??= { error: signal?.reason };
+      // terminate() takes effect once SQLite's current call returns: the promise settles after the
+      // worker has stopped, so the caller removes a file nothing writes any more.
+      void worker.terminate();
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    worker.once("message", (message: { error?: string; backupError?: boolean }) => {
+      settled ??=
+        message.error === undefined
+          ? {}
+          : { error: message.backupError ? new BackupError(message.error) : new Error(message.error) };
+    });
+    worker.once("error", (error) => {
+      settled ??= { error };
+    });
+    worker.once("exit", (code) => {
+      signal?.removeEventListener("abort", onAbort);
+      const outcome = settled ?? { error: new Error(`backup worker exited with code ${code}`) };
+      if ("error" in outcome) reject(outcome.error);
+      else resolve();
+    });
+  });
+}
+
+/** VACUUM INTO `file` and make it a verified, durable, owner-only backup copy (not yet renamed). */
+export function snapshotInto(databasePath: string, file: string, connection?: BetterSqlite3.Database): void {
+  // Read-write in SQLite's terms though it only reads: a read-only connection to a WAL database
+  // creates -wal/-shm it cannot remove, leaving them behind when the service is not running.
+  const source = connection ?? new BetterSqlite3(databasePath, { fileMustExist: true });
+  try {
+    source.prepare("VACUUM INTO ?").run(file);
+  } finally {
+    if (!connection) source.close();
+  }
+  prepareBackupCopy(file);
+  fs.chmodSync(file, 0o600);
+  syncFile(file);
 }
 
 interface BackupTarget {
@@ -235,16 +268,15 @@ function startBackupFile({
   const file = backupFileName(databasePath, kind, now, label);
   // A leading dot and a .tmp suffix: no listing, restore or retention takes it for a backup.
   const tmpPath = path.join(backupDir, `.${file}.${process.pid}${TMP_SUFFIX}`);
-  fs.rmSync(tmpPath, { force: true }); // SQLite's backup API would copy into an existing file
+  fs.rmSync(tmpPath, { force: true }); // VACUUM INTO refuses a target that exists
   return { databasePath, backupDir, kind, label, now, file, finalPath: path.join(backupDir, file), tmpPath };
 }
 
 /**
- * Makes a fresh copy a self-contained file (rollback journal mode: the online backup API copies the
- * WAL flag, and a WAL file would need -wal/-shm beside it to be read) and checks it; throws a
- * BackupError unless it is sound.
+ * Makes a fresh copy a self-contained file (rollback journal mode: a WAL-mode file would need
+ * -wal/-shm beside it to be read) and checks it; throws a BackupError unless it is sound.
  */
-export function prepareBackupCopy(file: string): void {
+function prepareBackupCopy(file: string): void {
   const copy = new BetterSqlite3(file, { fileMustExist: true });
   try {
     copy.pragma("journal_mode = DELETE");
@@ -254,25 +286,9 @@ export function prepareBackupCopy(file: string): void {
   }
 }
 
-// The check reads the whole copy in one synchronous call: in a worker thread, the service's event
-// loop goes on serving meanwhile. The worker runs prepareBackupCopy, the same code as above.
-function prepareBackupCopyInWorker(file: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL("./backup-worker.ts", import.meta.url), { workerData: { file } });
-    worker.once("message", (message: { error?: string; backupError?: boolean }) => {
-      if (message.error === undefined) resolve();
-      else reject(message.backupError ? new BackupError(message.error) : new Error(message.error));
-    });
-    worker.once("error", reject);
-    worker.once("exit", (code) => reject(new Error(`backup verification worker exited with code ${code}`)));
-  });
-}
-
 /** Renames a verified copy into place once it is durable: a rename that survives names a whole file. */
 function installBackupFile(target: BackupTarget): BackupFile {
   const { tmpPath, finalPath, backupDir } = target;
-  fs.chmodSync(tmpPath, 0o600);
-  syncFile(tmpPath);
   fs.renameSync(tmpPath, finalPath);
   syncFile(backupDir);
   return {
