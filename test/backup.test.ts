@@ -17,7 +17,7 @@ import { type Database, openDatabase } from "../src/db/database.ts";
 import { runMigrations } from "../src/db/migrator.ts";
 import { cleanupAfterEach, makeTempDir, ROOT, runNode, silentLogger, testConfig } from "./helpers.ts";
 
-const { defer, track } = cleanupAfterEach();
+const { defer, track, run } = cleanupAfterEach();
 
 /** A migrated database in a fresh temporary folder, and the env that points the CLI at it. */
 async function setup() {
@@ -55,17 +55,7 @@ function noteIds(file: string): number[] {
   }
 }
 
-/** Runs scripts/db.ts to completion; resolves with its exit code, stdout lines and stderr. */
-async function db(args: string[], env: Record<string, string>) {
-  const child = track(runNode("scripts/db.ts", args, env));
-  const { code } = await child.exited;
-  return {
-    code,
-    out: child.logs.map((l) => l.msg ?? JSON.stringify(l)),
-    stdout: child.logs,
-    stderr: child.stderr(),
-  };
-}
+const db = (args: string[], env: Record<string, string>) => run("scripts/db.ts", args, env);
 
 // A writer in another process, committing one row per transaction as fast as it can and printing
 // the id of each row once its COMMIT has returned.

@@ -30,6 +30,15 @@ export interface Cleanup {
   tempDir(prefix?: string): string;
   /** A child process, killed (SIGKILL) after the test if it still runs. */
   track<T extends Child>(child: T): T;
+  /** Runs a script of this project to its exit: exit code, stdout lines (`out`: the text of each) and stderr. */
+  run(script: string, args: string[], env: Record<string, string>): Promise<ScriptResult>;
+}
+
+export interface ScriptResult {
+  code: number | null;
+  out: string[];
+  stdout: LogLine[];
+  stderr: string;
 }
 
 /** Call once at the top of a test file: what each test defers is undone after it. */
@@ -41,16 +50,23 @@ export function cleanupAfterEach(): Cleanup {
   const defer = (fn: () => unknown) => {
     pending.push(fn);
   };
+  const track = <T extends Child>(child: T): T => {
+    defer(() => child.process.kill("SIGKILL"));
+    return child;
+  };
   return {
     defer,
+    track,
+    async run(script, args, env) {
+      const child = track(runNode(script, args, env));
+      const { code } = await child.exited;
+      const stdout = child.logs;
+      return { code, out: stdout.map((l) => l.msg ?? JSON.stringify(l)), stdout, stderr: child.stderr() };
+    },
     tempDir(prefix) {
       const dir = makeTempDir(prefix);
       defer(() => fs.rmSync(dir, { recursive: true, force: true }));
       return dir;
-    },
-    track(child) {
-      defer(() => child.process.kill("SIGKILL"));
-      return child;
     },
   };
 }

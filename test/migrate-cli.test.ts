@@ -3,9 +3,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { listBackups } from "../src/db/backup.ts";
-import { cleanupAfterEach, migrationsWith, runNode } from "./helpers.ts";
+import { cleanupAfterEach, migrationsWith } from "./helpers.ts";
 
-const { tempDir } = cleanupAfterEach();
+const { tempDir, run } = cleanupAfterEach();
 
 function setup() {
   const dir = tempDir();
@@ -18,27 +18,17 @@ function setup() {
   return { dir, migrationsDir, env };
 }
 
-async function migrate(env: Record<string, string>, ...args: string[]) {
-  const child = runNode("scripts/migrate.ts", args, env);
-  const { code } = await child.exited;
-  return {
-    code,
-    lines: child.logs.map((l) =>
-      typeof l.msg === "string" && Object.keys(l).length === 1 ? l.msg : JSON.stringify(l),
-    ),
-    stderr: child.stderr(),
-  };
-}
+const migrate = (env: Record<string, string>, ...args: string[]) => run("scripts/migrate.ts", args, env);
 
 describe("npm run migrate:*", () => {
   it("lists, applies, reverts and re-applies migrations by name", async () => {
     const { env, migrationsDir } = setup();
     expect(await migrate(env, "status")).toMatchObject({
       code: 0,
-      lines: ["pending  0001_create_notes", "0 applied, 1 pending"],
+      out: ["pending  0001_create_notes", "0 applied, 1 pending"],
     });
-    expect(await migrate(env, "up")).toMatchObject({ code: 0, lines: ["applied  0001_create_notes"] });
-    expect(await migrate(env, "up")).toMatchObject({ code: 0, lines: ["nothing to apply"] });
+    expect(await migrate(env, "up")).toMatchObject({ code: 0, out: ["applied  0001_create_notes"] });
+    expect(await migrate(env, "up")).toMatchObject({ code: 0, out: ["nothing to apply"] });
 
     fs.writeFileSync(
       path.join(migrationsDir, "0002_add_tags.ts"),
@@ -46,21 +36,21 @@ describe("npm run migrate:*", () => {
 export async function down(db) { await db.schema.alterTable("notes").dropColumn("tags").execute(); }`,
     );
     const status = await migrate(env, "status", "--json");
-    expect(JSON.parse(status.lines[0]!)).toEqual({
+    expect(JSON.parse(status.out[0]!)).toEqual({
       applied: ["0001_create_notes"],
       pending: ["0002_add_tags"],
     });
 
     // The database now holds a table: applying backs it up first, and so does reverting.
     const up = await migrate(env, "up", "--json");
-    const applied = JSON.parse(up.lines[0]!);
+    const applied = JSON.parse(up.out[0]!);
     expect(applied).toEqual({
       applied: ["0002_add_tags"],
       backup: expect.stringMatching(/pre-migration-0002_add_tags\.db$/),
     });
     const down = await migrate(env, "down");
     expect(down.code).toBe(0);
-    expect(down.lines).toEqual([
+    expect(down.out).toEqual([
       expect.stringMatching(/^backup {3}.*pre-rollback-0002_add_tags\.db$/),
       "reverted 0002_add_tags",
     ]);
@@ -69,7 +59,7 @@ export async function down(db) { await db.schema.alterTable("notes").dropColumn(
         .map((b) => b.kind)
         .sort(),
     ).toEqual(["pre-migration", "pre-rollback"]);
-    expect((await migrate(env, "status")).lines.at(-1)).toBe("1 applied, 1 pending");
+    expect((await migrate(env, "status")).out.at(-1)).toBe("1 applied, 1 pending");
   });
 
   it("writes the next numbered migration from the template, which applies and reverts", async () => {
@@ -77,9 +67,9 @@ export async function down(db) { await db.schema.alterTable("notes").dropColumn(
     const created = await migrate(env, "new", "add_widgets");
     expect(created.code).toBe(0);
     const file = path.join(migrationsDir, "0002_add_widgets.ts");
-    expect(created.lines).toEqual([`created ${path.relative(process.cwd(), file)}`]);
+    expect(created.out).toEqual([`created ${path.relative(process.cwd(), file)}`]);
     expect(fs.readFileSync(file, "utf8")).toMatch(/export async function up\(db: Kysely<any>\)/);
-    expect((await migrate(env, "up")).lines).toEqual([
+    expect((await migrate(env, "up")).out).toEqual([
       "applied  0001_create_notes",
       "applied  0002_add_widgets",
     ]);
@@ -105,6 +95,6 @@ export async function down(db) { await db.schema.alterTable("notes").dropColumn(
     const result = await migrate(env, "up");
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^startup failed: migration 0002_broken failed: no\. Rolled back/m);
-    expect((await migrate(env, "status")).lines.at(-1)).toBe("0 applied, 2 pending");
+    expect((await migrate(env, "status")).out.at(-1)).toBe("0 applied, 2 pending");
   });
 });

@@ -4,34 +4,15 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { listBackups, takeBackup } from "../src/db/backup.ts";
-import {
-  cleanupAfterEach,
-  makeTempDir,
-  migrationsWith,
-  runNode,
-  type ServiceChild,
-  startService,
-} from "./helpers.ts";
+import { cleanupAfterEach, migrationsWith, runNode, type ServiceChild, startService } from "./helpers.ts";
 
-const { defer, track } = cleanupAfterEach();
+const { tempDir, track, run } = cleanupAfterEach();
 
 function setup() {
-  const dir = makeTempDir();
-  defer(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir();
   const databasePath = path.join(dir, "data", "app.db");
   const backupDir = path.join(dir, "backups");
   return { dir, databasePath, backupDir, env: { DATABASE_PATH: databasePath, BACKUP_DIR: backupDir } };
-}
-
-async function run(script: string, args: string[], env: Record<string, string>) {
-  const child = track(runNode(script, args, env));
-  const { code } = await child.exited;
-  return {
-    code,
-    out: child.logs.map((l) => l.msg ?? JSON.stringify(l)),
-    stdout: child.logs,
-    stderr: child.stderr(),
-  };
 }
 
 const db = (args: string[], env: Record<string, string>) => run("scripts/db.ts", args, env);
