@@ -217,10 +217,11 @@ describe("retention", () => {
     return config;
   }
 
+  // "scheduled@3": a backup's kind and age in days.
+  const label = (b: { kind: string; createdAt: Date }) =>
+    `${b.kind}@${Math.round((now.getTime() - b.createdAt.getTime()) / day)}`;
   const names = (config: { databasePath: string; backupDir: string }) =>
-    listBackups(config.backupDir).map(
-      (b) => `${b.kind}@${Math.round((now.getTime() - b.createdAt.getTime()) / day)}`,
-    );
+    listBackups(config.backupDir).map(label);
 
   it("keeps the newest BACKUP_KEEP backups and always the newest pre-migration one", async () => {
     const config = await backupsAt([
@@ -236,9 +237,9 @@ describe("retention", () => {
     ]);
     const removed = pruneBackups({ ...config, keep: 3, maxAgeDays: null, now });
     expect(names(config)).toEqual(["scheduled@1", "manual@2", "scheduled@3", "pre-migration@8"]);
-    expect(
-      removed.map((b) => `${b.kind}@${Math.round((now.getTime() - b.createdAt.getTime()) / day)}`).sort(),
-    ).toEqual(["manual@7", "pre-migration@9", "pre-restore@4", "scheduled@5", "scheduled@6"].sort());
+    expect(removed.map(label).sort()).toEqual(
+      ["manual@7", "pre-migration@9", "pre-restore@4", "scheduled@5", "scheduled@6"].sort(),
+    );
   });
 
   it("drops backups older than BACKUP_MAX_AGE_DAYS even within BACKUP_KEEP", async () => {

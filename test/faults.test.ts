@@ -35,6 +35,17 @@ function tryMount(args: string[]): boolean {
   return result.status === 0;
 }
 
+/** A fresh tmpfs (unmounted after the test), or the test is skipped where mounting is refused. */
+function mountTmpfs(ctx: { skip(note: string): never }, name: string, options: string): string {
+  const mountpoint = path.join(tempDir("svc-faults-"), name);
+  fs.mkdirSync(mountpoint);
+  if (!tryMount(["-t", "tmpfs", "-o", options, "tmpfs", mountpoint])) {
+    ctx.skip("mounting a tmpfs needs root and a machine that allows mount (containers usually refuse)");
+  }
+  defer(() => spawnSync("umount", ["-l", mountpoint]));
+  return mountpoint;
+}
+
 /** A database with notes in it, closed, and a verified backup of it in `backupDir`. */
 async function databaseWithBackup(dir: string) {
   const file = path.join(dir, "data", "app.db");
@@ -122,13 +133,7 @@ describe("disk full", () => {
   });
 
   it("survives a real full filesystem (tmpfs): 507, reads, /health, then writes once it grows", async (ctx) => {
-    const dir = tempDir("svc-faults-");
-    const mountpoint = path.join(dir, "small");
-    fs.mkdirSync(mountpoint);
-    if (!tryMount(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", mountpoint])) {
-      ctx.skip("mounting a tmpfs needs root and a machine that allows mount (containers usually refuse)");
-    }
-    defer(() => spawnSync("umount", ["-l", mountpoint]));
+    const mountpoint = mountTmpfs(ctx, "small", "size=1m,mode=0700");
     const file = path.join(mountpoint, "app.db");
     const service = track(await startService({ DATABASE_PATH: file }));
     let status = 201;
@@ -501,13 +506,7 @@ describe("a data folder the service cannot write", () => {
   });
 
   it("says the filesystem is read-only and how to fix it", async (ctx) => {
-    const dir = tempDir("svc-faults-");
-    const mountpoint = path.join(dir, "ro");
-    fs.mkdirSync(mountpoint);
-    if (!tryMount(["-t", "tmpfs", "-o", "size=4m", "tmpfs", mountpoint])) {
-      ctx.skip("mounting a tmpfs needs root and a machine that allows mount (containers usually refuse)");
-    }
-    defer(() => spawnSync("umount", ["-l", mountpoint]));
+    const mountpoint = mountTmpfs(ctx, "ro", "size=4m");
     const existing = path.join(mountpoint, "data", "app.db");
     const first = await startService({ DATABASE_PATH: existing });
     first.process.kill("SIGTERM");
