@@ -85,6 +85,31 @@ describe("openDatabase", () => {
     ]);
   });
 
+  // SQLite runs its automatic checkpoint only when a statement steps to its end: a query layer that
+  // stopped at the first row (better-sqlite3's get() on an INSERT ... RETURNING) would let the WAL
+  // grow with every write until a reader or a restart paid for it (README, "Performance").
+  it("keeps the WAL bounded under a stream of writes through Kysely: automatic checkpoints run", async () => {
+    const { file, backupDir } = setup();
+    const db = openAt(file, backupDir);
+    db.sqlite.exec(
+      "CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT, body TEXT, created_at TEXT, updated_at TEXT)",
+    );
+    const frameBytes = (db.sqlite.pragma("page_size", { simple: true }) as number) + 24;
+    const checkpointEvery = db.sqlite.pragma("wal_autocheckpoint", { simple: true }) as number;
+    const inserts = 3000;
+    for (let i = 0; i < inserts; i++) {
+      await db.kysely
+        .insertInto("notes")
+        .values({ title: `note ${i}`, body: "", createdAt: "now", updatedAt: "now" })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+    }
+    // Each insert writes two pages (the table's last leaf and sqlite_sequence): without
+    // checkpoints the WAL would hold them all.
+    expect(inserts * 2).toBeGreaterThan(3 * checkpointEvery);
+    expect(fs.statSync(`${file}-wal`).size).toBeLessThanOrEqual(32 + (checkpointEvery + 10) * frameBytes);
+  });
+
   it("refuses a text file at DATABASE_PATH, names the newest backup and leaves the file untouched", () => {
     const { dir, file, backupDir } = setup();
     // A real backup of a database of the same name (another database's backups are not offered).
