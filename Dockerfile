@@ -46,9 +46,10 @@ LABEL org.opencontainers.image.title="express-sqlite-template" \
 ENV NODE_ENV=production DATABASE_PATH=/app/data/app.db BACKUP_DIR=/app/backups
 # Mount points for the named volumes: Docker copies this ownership into a new, empty volume.
 RUN mkdir -p /app/data /app/backups && chown node:node /app/data /app/backups
+# Node's compile cache, filled at build time (below): a new container's first start skips compiling
+# and type-stripping the ~600 modules it loads (README, "Performance").
+ENV NODE_COMPILE_CACHE=/app/.compile-cache
 # Metadata before the COPY lines: a source change then rebuilds only the layers from `COPY src` on.
-# COPY ignores USER: the code stays owned by root, so the service can write its data, never its code.
-USER node
 EXPOSE 3000
 # /health answers 503 when the database cannot serve; the script's own 3 s timeout reports a hung
 # server as unhealthy before Docker's 5 s timeout kills it.
@@ -62,3 +63,10 @@ COPY package.json package-lock.json ./
 COPY migrations ./migrations
 COPY scripts ./scripts
 COPY src ./src
+# Node keeps a cache per user id, so one start as `node` fills it; root then owns it, read-only:
+# like the code, the service can read it but never rewrite it.
+RUN mkdir "$NODE_COMPILE_CACHE" && chown node:node "$NODE_COMPILE_CACHE" \
+ && setpriv --reuid=node --regid=node --init-groups node scripts/warm-compile-cache.ts \
+ && chown -R root:root "$NODE_COMPILE_CACHE" && chmod -R a+rX,go-w "$NODE_COMPILE_CACHE"
+# COPY ignores USER: the code stays owned by root, so the service can write its data, never its code.
+USER node

@@ -86,6 +86,7 @@ describe("npm run bench", () => {
     }
     expect(result.coldStart).toMatchObject({
       firstHealthyMs: number,
+      warmCacheFirstHealthyMs: number,
       listeningMs: number,
       nodeAloneMs: number,
     });

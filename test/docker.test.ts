@@ -6,11 +6,12 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { loadConfig } from "../src/config.ts";
-import { type Child, makeTempDir, ROOT, runNode, startService } from "./helpers.ts";
+import { type Child, cleanupAfterEach, makeTempDir, ROOT, runNode, startService } from "./helpers.ts";
 
 const read = (file: string) => fs.readFileSync(path.join(ROOT, file), "utf8");
 
@@ -106,6 +107,23 @@ describe("Dockerfile", () => {
     expect(runs).toContainEqual(expect.stringMatching(/chown node:node \/app\/data \/app\/backups/));
     // The code stays root's: nothing is copied with --chown.
     expect(all(runtime, "COPY").some((i) => i.args.includes("--chown"))).toBe(false);
+  });
+
+  it("fills Node's compile cache at build time as node, and leaves it to root, read-only", () => {
+    const env = all(runtime, "ENV").map((i) => i.args);
+    expect(env).toContain("NODE_COMPILE_CACHE=/app/.compile-cache");
+    const warm = all(runtime, "RUN").find((i) => i.args.includes("scripts/warm-compile-cache.ts"))!.args;
+    // Node keeps one cache per uid: filled as any other user, the service would never read it.
+    expect(warm).toMatch(
+      /setpriv --reuid=node --regid=node --init-groups node scripts\/warm-compile-cache\.ts/,
+    );
+    expect(warm).toMatch(
+      /chown -R root:root "\$NODE_COMPILE_CACHE" && chmod -R a\+rX,go-w "\$NODE_COMPILE_CACHE"$/,
+    );
+    const index = (i: Instruction) => runtime.instructions.indexOf(i);
+    const sources = all(runtime, "COPY").filter((i) => /^(src|migrations)\s/.test(i.args));
+    const warmRun = all(runtime, "RUN").find((i) => i.args === warm)!;
+    for (const copy of sources) expect(index(copy)).toBeLessThan(index(warmRun));
   });
 
   it("sets production, the database and backup paths, the port and OCI labels", () => {
@@ -393,6 +411,38 @@ describe("volume-import.sh", () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("scripts/warm-compile-cache.ts", () => {
+  const { run, tempDir } = cleanupAfterEach();
+  const cacheFiles = (dir: string) =>
+    fs
+      .readdirSync(dir, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => path.join(e.parentPath, e.name))
+      .sort();
+
+  it("starts and stops the service once, leaving a cache that already holds everything a start loads", async () => {
+    const cache = tempDir();
+    const first = await run("scripts/warm-compile-cache.ts", [], { NODE_COMPILE_CACHE: cache });
+    expect(first.stderr).not.toMatch(/error/i);
+    expect(first.code).toBe(0);
+    const filled = cacheFiles(cache);
+    // Kysely alone is some 250 modules.
+    expect(filled.length).toBeGreaterThan(300);
+    expect(first.out).toEqual([expect.stringMatching(/^compile cache in .+: \d{3,} files$/)]);
+    // A second start compiles nothing new: no module of a start was missing from the cache.
+    expect((await run("scripts/warm-compile-cache.ts", [], { NODE_COMPILE_CACHE: cache })).code).toBe(0);
+    expect(cacheFiles(cache)).toEqual(filled);
+    // The scratch database went with it.
+    expect(fs.readdirSync(os.tmpdir()).filter((name) => name.startsWith("warm-compile-cache-"))).toEqual([]);
+  });
+
+  it("refuses to run without NODE_COMPILE_CACHE", async () => {
+    const { code, stderr } = await run("scripts/warm-compile-cache.ts", [], {});
+    expect(code).toBe(2);
+    expect(stderr).toContain("set NODE_COMPILE_CACHE");
   });
 });
 
