@@ -74,14 +74,14 @@ describe("openDatabase", () => {
     expect(again.sqlite.prepare("SELECT x FROM t").pluck().get()).toBe("kept");
   });
 
-  it("gives Kysely camelCase names over snake_case columns", async () => {
+  it("gives Kysely the columns' SQL names, and leaves the keys inside values alone", async () => {
     const { file, backupDir } = setup();
     const db = openAt(file, backupDir);
     db.sqlite.exec(
-      "CREATE TABLE schema_migrations (name TEXT, applied_at TEXT); INSERT INTO schema_migrations VALUES ('a', 'b')",
+      `CREATE TABLE schema_migrations (name TEXT, applied_at TEXT); INSERT INTO schema_migrations VALUES ('a', '{"snake_key":1}')`,
     );
-    expect(await db.kysely.selectFrom("schemaMigrations").selectAll().execute()).toEqual([
-      { name: "a", appliedAt: "b" },
+    expect(await db.kysely.selectFrom("schema_migrations").selectAll().execute()).toEqual([
+      { name: "a", applied_at: '{"snake_key":1}' },
     ]);
   });
 
@@ -100,7 +100,7 @@ describe("openDatabase", () => {
     for (let i = 0; i < inserts; i++) {
       await db.kysely
         .insertInto("notes")
-        .values({ title: `note ${i}`, body: "", createdAt: "now", updatedAt: "now" })
+        .values({ title: `note ${i}`, body: "", created_at: "now", updated_at: "now" })
         .returningAll()
         .executeTakeFirstOrThrow();
     }

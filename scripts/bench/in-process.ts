@@ -68,7 +68,7 @@ export async function runInProcess({
           const now = new Date().toISOString();
           return kysely
             .insertInto("notes")
-            .values({ title: `bench ${i}`, body: "written by the bench", createdAt: now, updatedAt: now })
+            .values({ title: `bench ${i}`, body: "written by the bench", created_at: now, updated_at: now })
             .returningAll()
             .executeTakeFirstOrThrow();
         },

@@ -182,8 +182,8 @@ async function createUmzug({ db, migrationsDir, logger }: MigratorOptions): Prom
   // the service's start-up time, and a start with nothing to migrate never needs them.
   const { Umzug } = await import("umzug");
   const { sqlite } = db;
-  // Migrations see plain SQL names (no CamelCasePlugin) through the connection that holds the
-  // transaction; they must not open transactions of their own.
+  // Migrations run through the connection that holds the transaction; they must not open
+  // transactions of their own.
   const kysely = new Kysely<any>({ dialect: new SqliteDialect({ database: sqlite }) });
   // The record goes through the same connection, inside the same transaction as the schema change.
   const storage: UmzugStorage<Kysely<any>> = {

@@ -1,5 +1,6 @@
-// Table types for Kysely, one interface per table. Columns are snake_case in SQL and camelCase
-// here (Kysely's CamelCasePlugin translates both ways).
+// Table types for Kysely, one interface per table, with the columns' SQL names: one name for a
+// column in migrations, queries, raw `sql` fragments and any other dialect. The HTTP layer maps
+// rows to its camelCase JSON explicitly (see toNoteDto in src/http/notes.ts).
 import type { Generated, Insertable, Selectable, Updateable } from "kysely";
 
 export interface NotesTable {
@@ -7,18 +8,18 @@ export interface NotesTable {
   title: string;
   body: string;
   /** ISO 8601 UTC, written by the application so every dialect stores the same text. */
-  createdAt: string;
-  updatedAt: string;
+  created_at: string;
+  updated_at: string;
 }
 
 export interface SchemaMigrationsTable {
   name: string;
-  appliedAt: string;
+  applied_at: string;
 }
 
 export interface DB {
   notes: NotesTable;
-  schemaMigrations: SchemaMigrationsTable;
+  schema_migrations: SchemaMigrationsTable;
 }
 
 export type Note = Selectable<NotesTable>;

@@ -58,8 +58,8 @@ export function toNoteDto(note: NoteRow) {
     id: note.id,
     title: note.title,
     body: note.body,
-    createdAt: note.createdAt,
-    updatedAt: note.updatedAt,
+    createdAt: note.created_at,
+    updatedAt: note.updated_at,
   };
 }
 
@@ -73,7 +73,7 @@ export function notesRouter(db: Kysely<DB>): Router {
     const now = new Date().toISOString();
     const note = await db
       .insertInto("notes")
-      .values({ ...input, createdAt: now, updatedAt: now })
+      .values({ ...input, created_at: now, updated_at: now })
       .returningAll()
       .executeTakeFirstOrThrow();
     res.status(201).location(`${req.baseUrl}/${note.id}`).json(toNoteDto(note));
@@ -108,7 +108,7 @@ export function notesRouter(db: Kysely<DB>): Router {
     const changes = updateBody.parse(req.body);
     const note = await db
       .updateTable("notes")
-      .set({ ...changes, updatedAt: new Date().toISOString() })
+      .set({ ...changes, updated_at: new Date().toISOString() })
       .where("id", "=", id)
       .returningAll()
       .executeTakeFirst();
