@@ -96,7 +96,7 @@ export function openDatabase({ path: file, backupDir, busyTimeoutMs }: OpenDatab
   }
 
   // No CamelCasePlugin: columns keep their SQL names in TypeScript too (README, "Storage"). The
-  // plugin cost 11% of a note read's throughput, and it renames the keys of every object in a row,
+  // plugin cost 11-18% of a note read's throughput, and it renames the keys of every object in a row,
   // JSON values included once a dialect parses them (PostgreSQL's json columns).
   const kysely = new Kysely<DB>({
     dialect: new SqliteDialect({ database: withStatementCache(sqlite) }),
