@@ -8,7 +8,7 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import request from "supertest";
 import { describe, expect, it } from "vitest";
-import { checkIntegrity, listBackups, takeBackup } from "../src/db/backup.ts";
+import { listBackups, takeBackup, verifyDatabaseFile } from "../src/db/backup.ts";
 import { openDatabase } from "../src/db/database.ts";
 import { runMigrations } from "../src/db/migrator.ts";
 import {
@@ -161,7 +161,7 @@ describe("disk full", () => {
     expect((await callService(service.port, "GET", "/health")).status).toBe(200);
     service.process.kill("SIGTERM");
     expect((await service.exited).code).toBe(0);
-    expect(checkIntegrity(file)).toEqual(["ok"]);
+    expect(verifyDatabaseFile(file).integrity).toEqual(["ok"]);
     const db = new BetterSqlite3(file, { readonly: true });
     expect(db.prepare("SELECT id FROM notes WHERE id <= ? ORDER BY id").pluck().all(kept.at(-1))).toEqual(
       kept,
@@ -417,7 +417,7 @@ describe("shutdown under load", () => {
     expect(service.logs.find((l) => l.msg?.startsWith("shutdown timeout reached"))).toMatchObject({ cut: 1 });
     expect(service.logs.some((l) => l.msg === "database closed; bye")).toBe(true);
     expect(fs.existsSync(`${file}-wal`)).toBe(false);
-    expect(checkIntegrity(file)).toEqual(["ok"]);
+    expect(verifyDatabaseFile(file).integrity).toEqual(["ok"]);
   });
 });
 

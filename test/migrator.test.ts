@@ -2,7 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { checkIntegrity, listBackups } from "../src/db/backup.ts";
+import { listBackups, verifyDatabaseFile } from "../src/db/backup.ts";
 import { type Database, openDatabase } from "../src/db/database.ts";
 import {
   findMigrations,
@@ -93,7 +93,7 @@ describe("runMigrations", () => {
     expect(backup).toMatchObject({ kind: "pre-migration", label: "0002_add_tags", database: "app" });
     expect(backup!.file).toMatch(/^app-\d{8}T\d{9}Z-pre-migration-0002_add_tags\.db$/);
     expect(result.backup?.path).toBe(backup!.path);
-    expect(checkIntegrity(backup!.path)).toEqual(["ok"]);
+    expect(verifyDatabaseFile(backup!.path).integrity).toEqual(["ok"]);
     expect((fs.statSync(backup!.path).mode & 0o777).toString(8)).toBe("600");
     // The backup is the database as it was before the migration: data, and no tags column.
     const copy = new BetterSqlite3(backup!.path, { readonly: true });
@@ -121,7 +121,7 @@ describe("runMigrations", () => {
       `migration 0003_fails failed: boom in 0003. Rolled back: the database is as it was. Pre-migration backup: ${backup!.path}.`,
     );
     expect(backup!.label).toBe("0002_add_tags");
-    expect(checkIntegrity(backup!.path)).toEqual(["ok"]);
+    expect(verifyDatabaseFile(backup!.path).integrity).toEqual(["ok"]);
     expect(schemaOf(db)).toEqual(schemaBefore);
     expect(db.sqlite.prepare("SELECT * FROM notes ORDER BY id").all()).toEqual(notesBefore);
     expect(readMigrationStatus(db, findMigrations(migrationsDir))).toEqual({

@@ -80,11 +80,6 @@ export function findNewestBackup(dir: string, databasePath?: string): BackupFile
   return listBackups(dir).find((backup) => name === undefined || backup.database === name);
 }
 
-/** `integrity_check` of a database file; returns SQLite's findings, or ["ok"]. */
-export function checkIntegrity(file: string): string[] {
-  return verifyDatabaseFile(file).integrity;
-}
-
 export interface Verdict {
   /** SQLite's `integrity_check` findings; `["ok"]` when there are none. */
   integrity: string[];
@@ -313,7 +308,15 @@ export function assertSound(verdict: Verdict, what: string): void {
 }
 
 function abandonBackupFile({ tmpPath }: BackupTarget): void {
-  for (const suffix of ["", "-journal", "-wal", "-shm"]) fs.rmSync(`${tmpPath}${suffix}`, { force: true });
+  removeWithCompanions(tmpPath);
+}
+
+/** The files SQLite keeps beside a database: its WAL, the WAL's index, its rollback journal. */
+export const SQLITE_COMPANIONS = ["-wal", "-shm", "-journal"] as const;
+
+/** Removes a database file and whatever companions SQLite left beside it. */
+export function removeWithCompanions(file: string): void {
+  for (const suffix of ["", ...SQLITE_COMPANIONS]) fs.rmSync(`${file}${suffix}`, { force: true });
 }
 
 export interface RetentionPolicy {

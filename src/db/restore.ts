@@ -8,6 +8,8 @@ import {
   BackupError,
   type BackupFile,
   backupFileName,
+  removeWithCompanions,
+  SQLITE_COMPANIONS,
   syncFile,
   takeBackup,
   verifyConnection,
@@ -36,8 +38,6 @@ export interface RestoreResult {
   removed: string[];
 }
 
-const COMPANIONS = ["-wal", "-shm", "-journal"];
-
 /**
  * Replaces `databasePath` with the backup at `source`:
  * 1. lock the live database (refusing if another process has it open, see lockLiveDatabase);
@@ -59,7 +59,7 @@ export function restoreBackup({
   }
   // Reported as removed: what a crash (or the service killed with -9) left; the lock below may make
   // files of its own, which go the same way.
-  const stale = COMPANIONS.map((suffix) => `${databasePath}${suffix}`).filter((f) => fs.existsSync(f));
+  const stale = SQLITE_COMPANIONS.map((suffix) => `${databasePath}${suffix}`).filter((f) => fs.existsSync(f));
   const live = lockLiveDatabase(databasePath);
   let staged: ReturnType<typeof stageCopy> | undefined;
   try {
@@ -67,7 +67,7 @@ export function restoreBackup({
     const kept = keepCurrent(live, { databasePath, backupDir, now });
     // Before the rename: SQLite opens any -wal it finds beside a database and replays it, and the
     // old database's WAL replayed onto the restored file would corrupt it.
-    for (const suffix of COMPANIONS) fs.rmSync(`${databasePath}${suffix}`, { force: true });
+    for (const suffix of SQLITE_COMPANIONS) fs.rmSync(`${databasePath}${suffix}`, { force: true });
     fs.renameSync(staged.path, databasePath);
     syncFile(path.dirname(databasePath));
     return { source: from, databasePath, ...kept, removed: stale };
@@ -126,9 +126,7 @@ function stageCopy(source: string, databasePath: string): { path: string; releas
     path.dirname(databasePath),
     `.${path.basename(databasePath)}.restore-${process.pid}.tmp`,
   );
-  const remove = () => {
-    for (const suffix of ["", ...COMPANIONS]) fs.rmSync(`${tmpPath}${suffix}`, { force: true });
-  };
+  const remove = () => removeWithCompanions(tmpPath);
   remove();
   fs.copyFileSync(source, tmpPath);
   fs.chmodSync(tmpPath, 0o600);
