@@ -268,14 +268,24 @@ describe("retention", () => {
     const fresh = path.join(config.backupDir, ".app-y-manual.db.456.tmp");
     fs.writeFileSync(stale, "partial");
     fs.writeFileSync(fresh, "partial");
-    const twoDaysAgo = new Date(Date.now() - 2 * day);
-    fs.utimesSync(stale, twoDaysAgo, twoDaysAgo);
+    // Ages on the filesystem's clock (the one retention measures them by), whatever the date.
+    const written = fs.statSync(fresh).mtimeMs;
+    fs.utimesSync(stale, new Date(written - 2 * day), new Date(written - 2 * day));
+    fs.utimesSync(fresh, new Date(written - day / 24), new Date(written - day / 24));
 
     pruneBackups({ ...config, keep: 1, maxAgeDays: null, now });
     expect(fs.readdirSync(config.backupDir).sort()).toEqual(
       [".app-y-manual.db.456.tmp", path.basename(other), listBackups(config.backupDir)[0]!.file].sort(),
     );
     expect(names(config).filter((n) => n.startsWith("manual"))).toEqual(["manual@1", "manual@5"]);
+  });
+
+  it("keeps a temporary file being written when the process clock runs a year ahead of the disk's", async () => {
+    const config = await backupsAt([["manual", 1]]);
+    const inProgress = path.join(config.backupDir, ".app-20261124T120000000Z-manual.db.789.tmp");
+    fs.writeFileSync(inProgress, "being written");
+    pruneBackups({ ...config, keep: 1, maxAgeDays: null, now: new Date(Date.now() + 400 * day) });
+    expect(fs.existsSync(inProgress)).toBe(true);
   });
 
   it("is applied by db:backup", async () => {

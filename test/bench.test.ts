@@ -4,12 +4,12 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { makeTempDir, ROOT } from "./helpers.ts";
+import { childEnv, makeTempDir, ROOT } from "./helpers.ts";
 
 function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, ["scripts/bench.ts", ...args], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "" },
+    env: childEnv(),
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stdout = "";

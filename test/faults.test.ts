@@ -13,6 +13,7 @@ import { openDatabase } from "../src/db/database.ts";
 import { runMigrations } from "../src/db/migrator.ts";
 import {
   callService,
+  childEnv,
   cleanupAfterEach,
   connect,
   createTestApp,
@@ -455,7 +456,7 @@ describe("a data folder the service cannot write", () => {
       cwd: ROOT,
       uid: 1000,
       gid: 1000,
-      env: { PATH: process.env.PATH ?? "", NODE_ENV: "test", LOG_LEVEL: "info", PORT: "0", ...env },
+      env: childEnv({ NODE_ENV: "test", LOG_LEVEL: "info", PORT: "0", ...env }),
       stdio: ["ignore", "ignore", "pipe"],
     });
     defer(() => child.kill("SIGKILL"));

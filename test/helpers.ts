@@ -140,6 +140,19 @@ export interface Child {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+// What a child process inherits from the test runner's environment besides what a test gives it:
+// PATH, and libfaketime's variables, so `faketime -f +400d npm test` moves the children's clocks too.
+const INHERITED = ["PATH", "LD_PRELOAD", "FAKETIME", "FAKETIME_NO_CACHE", "DONT_FAKE_MONOTONIC"];
+
+/** A clean environment for a child process: the inherited variables above, then `env`. */
+export function childEnv(env: Record<string, string> = {}): Record<string, string> {
+  const inherited = INHERITED.flatMap((name) => {
+    const value = process.env[name];
+    return value === undefined ? [] : [[name, value]];
+  });
+  return { ...Object.fromEntries(inherited), ...env };
+}
+
 /** Runs a Node script of this project as a real child process, collecting its JSON log lines. */
 export function runNode(
   script: string,
@@ -149,7 +162,7 @@ export function runNode(
 ): Child {
   const child = spawn(process.execPath, [script, ...args], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? "", LOG_LEVEL: "info", NODE_ENV: "test", ...env },
+    env: childEnv({ LOG_LEVEL: "info", NODE_ENV: "test", ...env }),
     stdio: ["ignore", "pipe", "pipe"],
     ...options,
   });

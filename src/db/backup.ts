@@ -330,7 +330,8 @@ export interface RetentionPolicy {
  * Applies the retention policy to the backups of `databasePath` in `backupDir` (other databases'
  * backups in the same folder are left alone) and returns what it removed. Every kind follows the
  * policy, but the newest pre-migration backup is always kept: it is the way back from the last
- * schema change. Temporary files older than a day (left by a crash) are removed too.
+ * schema change. Temporary files a day older than the folder's newest entry (left by a crash) are
+ * removed too.
  */
 export function pruneBackups({
   databasePath,
@@ -347,7 +348,7 @@ export function pruneBackups({
       backup !== newestPreMigration && (index >= keep || backup.createdAt.getTime() < oldest),
   );
   for (const backup of removed) fs.rmSync(backup.path, { force: true });
-  removeAbandonedTemporaries(backupDir, now);
+  removeAbandonedTemporaries(backupDir);
   return removed;
 }
 
@@ -356,21 +357,36 @@ const TMP_SUFFIX = ".tmp";
 
 // A backup in progress writes to its temporary file all along, so one untouched for a day was left
 // by a process that died. Age, not "is that pid alive": pids mean nothing across containers.
-function removeAbandonedTemporaries(backupDir: string, now: Date): void {
+// Measured on the filesystem's clock, not this process's: mtimes are stamped by the kernel (or a
+// file server) while `now` may be injected, skewed or faked, and a backup just written (retention
+// runs after one) or removed stamps the folder itself. Against a process clock running ahead, a
+// backup still being written would look abandoned.
+function removeAbandonedTemporaries(backupDir: string): void {
   let names: string[];
+  let reference: number;
   try {
     names = fs.readdirSync(backupDir);
+    reference = fs.statSync(backupDir).mtimeMs;
   } catch {
     return;
   }
+  const entries: { full: string; mtimeMs: number; temporary: boolean }[] = [];
   for (const name of names) {
-    if (!name.startsWith(".") || !/\.tmp(-journal|-wal|-shm)?$/.test(name)) continue;
     const full = path.join(backupDir, name);
     try {
-      if (now.getTime() - fs.statSync(full).mtimeMs > DAY_MS) fs.rmSync(full, { force: true });
+      const { mtimeMs } = fs.statSync(full);
+      reference = Math.max(reference, mtimeMs);
+      entries.push({
+        full,
+        mtimeMs,
+        temporary: name.startsWith(".") && /\.tmp(-journal|-wal|-shm)?$/.test(name),
+      });
     } catch {
       // gone already
     }
+  }
+  for (const { full, mtimeMs, temporary } of entries) {
+    if (temporary && reference - mtimeMs > DAY_MS) fs.rmSync(full, { force: true });
   }
 }
 
