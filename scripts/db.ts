@@ -4,20 +4,18 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { type BackupFile, findNewestBackup, listBackups } from "../src/backups/files.ts";
+import { DrillError, runRestoreDrill } from "../src/backups/rehearsal.ts";
+import { pruneBackups } from "../src/backups/retention.ts";
 import { type Config, ConfigError, loadConfig } from "../src/config.ts";
+import { MigrationError } from "../src/db/migrator.ts";
 import {
   BackupError,
-  type BackupFile,
-  findNewestBackup,
-  listBackups,
-  pruneBackups,
-  takeBackup,
-  verifyDatabaseFile,
-} from "../src/db/backup.ts";
-import { checkpointDatabase } from "../src/db/checkpoint.ts";
-import { DrillError, runRestoreDrill } from "../src/db/drill.ts";
-import { MigrationError } from "../src/db/migrator.ts";
-import { RestoreError, restoreBackup } from "../src/db/restore.ts";
+  loadEngine,
+  RestoreError,
+  type StorageEngine,
+  StorageStartupError,
+} from "../src/db/storage.ts";
 import { createLogger } from "../src/logger.ts";
 
 const USAGE = `usage: node scripts/db.ts <command> [options]
@@ -54,16 +52,22 @@ try {
   }
   if (extra.length > 0) throw new UsageError(`unexpected argument ${extra[0]}`);
   const config = loadConfig();
-  const ok = await run(command, config);
+  const ok = await run(command, config, await loadEngine(config));
   process.exit(ok ? 0 : 1);
 } catch (error) {
   if (error instanceof UsageError) {
     console.error(`${error.message}\n${USAGE}`);
     process.exit(2);
   }
-  const known = [CommandError, ConfigError, BackupError, RestoreError, DrillError, MigrationError].some(
-    (t) => error instanceof t,
-  );
+  const known = [
+    CommandError,
+    ConfigError,
+    BackupError,
+    RestoreError,
+    DrillError,
+    MigrationError,
+    StorageStartupError,
+  ].some((t) => error instanceof t);
   const code = (error as { code?: string }).code;
   const message = error instanceof Error ? error.message : String(error);
   console.error(`db ${command ?? ""}: ${known || !code ? message : `${code}: ${message}`}`);
@@ -71,39 +75,33 @@ try {
   process.exit(1);
 }
 
-async function run(name: string | undefined, config: Config): Promise<boolean> {
+async function run(name: string | undefined, config: Config, engine: StorageEngine): Promise<boolean> {
   switch (name) {
     case "backup":
-      return backup(config);
+      return backup(config, engine);
     case "list":
       return list(config);
     case "verify":
-      return verify(config);
+      return verify(engine);
     case "checkpoint":
-      return checkpoint(config);
+      return checkpoint(engine);
     case "restore":
-      return values.drill ? drill(config) : restore(config);
+      return values.drill ? drill(config, engine) : restore(config, engine);
     default:
       throw new UsageError(name ? `unknown command ${name}` : "which command?");
   }
 }
 
-function requireDatabase({ databasePath }: Config): void {
-  if (!fs.existsSync(databasePath)) {
-    throw new CommandError(`no database at ${databasePath} (DATABASE_PATH)`);
-  }
+async function requireDatabase(engine: StorageEngine): Promise<void> {
+  if (!(await engine.exists())) throw new CommandError(`no database at ${engine.target}`);
 }
 
-function backup(config: Config): boolean {
-  requireDatabase(config);
+async function backup(config: Config, engine: StorageEngine): Promise<boolean> {
+  await requireDatabase(engine);
   const started = performance.now();
-  const taken = takeBackup({
-    databasePath: config.databasePath,
-    backupDir: config.backupDir,
-    kind: "manual",
-  });
+  const taken = await engine.backup({ backupDir: config.backupDir, kind: "manual" });
   const pruned = pruneBackups({
-    databasePath: config.databasePath,
+    database: engine.database,
     backupDir: config.backupDir,
     keep: config.backupKeep,
     maxAgeDays: config.backupMaxAgeDays,
@@ -113,7 +111,7 @@ function backup(config: Config): boolean {
   } else {
     console.log(taken.path);
     console.error(
-      `verified (integrity_check, foreign_key_check), ${formatBytes(taken.sizeBytes)} in ${Math.round(performance.now() - started)} ms`,
+      `verified (${engine.verification.join(", ")}), ${formatBytes(taken.sizeBytes)} in ${Math.round(performance.now() - started)} ms`,
     );
     for (const old of pruned) console.error(`pruned ${old.file} (BACKUP_KEEP=${config.backupKeep})`);
   }
@@ -145,28 +143,31 @@ function list(config: Config): boolean {
   return true;
 }
 
-function verify(config: Config): boolean {
-  const target = file ? path.resolve(file) : config.databasePath;
-  if (!file) requireDatabase(config);
+async function verify(engine: StorageEngine): Promise<boolean> {
+  const target = file ? path.resolve(file) : engine.target;
+  if (!file) await requireDatabase(engine);
   else if (!fs.existsSync(target)) throw new CommandError(`no file at ${target}`);
-  const verdict = verifyDatabaseFile(target);
+  const verdict = await engine.verify(file ? target : undefined);
   if (values.json) {
     console.log(JSON.stringify({ file: target, ...verdict }));
     return verdict.ok;
   }
-  const fk = verdict.foreignKeys.length === 0 ? "ok" : `${verdict.foreignKeys.length} violation(s)`;
   console.log(`${verdict.ok ? "ok" : "FAILED"} ${target}`);
-  console.log(`  integrity_check    ${verdict.integrity.slice(0, 10).join("\n                     ")}`);
-  console.log(`  foreign_key_check  ${fk}`);
-  for (const v of verdict.foreignKeys.slice(0, 10)) {
-    console.log(`    ${v.table} row ${v.rowid} references a missing ${v.parent}`);
+  const width = Math.max(...verdict.checks.map((c) => c.name.length)) + 2;
+  for (const { name, findings } of verdict.checks) {
+    const lines = findings.length === 0 ? ["ok"] : findings.slice(0, 10);
+    console.log(`  ${name.padEnd(width)} ${lines.join(`\n  ${" ".repeat(width)} `)}`);
   }
   return verdict.ok;
 }
 
-function checkpoint(config: Config): boolean {
-  requireDatabase(config);
-  const result = checkpointDatabase(config.databasePath, config.busyTimeoutMs);
+async function checkpoint(engine: StorageEngine): Promise<boolean> {
+  if (!engine.checkpoint) {
+    console.log(`nothing to do: ${engine.name} checkpoints its own write-ahead log`);
+    return true;
+  }
+  await requireDatabase(engine);
+  const result = await engine.checkpoint();
   if (values.json) {
     console.log(JSON.stringify(result));
     return true;
@@ -180,35 +181,29 @@ function checkpoint(config: Config): boolean {
   return true;
 }
 
-function restore(config: Config): boolean {
+async function restore(config: Config, engine: StorageEngine): Promise<boolean> {
   if (!file === !values.latest) throw new UsageError("restore takes a backup file or --latest (or --drill)");
   let source = file;
   if (values.latest) {
-    source = findNewestBackup(config.backupDir, config.databasePath)?.path;
-    if (!source) throw new CommandError(`no backup of ${config.databasePath} in ${config.backupDir}`);
+    source = findNewestBackup(config.backupDir, engine.database)?.path;
+    if (!source) throw new CommandError(`no backup of ${engine.target} in ${config.backupDir}`);
   }
-  const result = restoreBackup({
-    databasePath: config.databasePath,
-    backupDir: config.backupDir,
-    source: source!,
-  });
+  const result = await engine.restore({ backupDir: config.backupDir, source: source! });
   if (values.json) {
     console.log(JSON.stringify({ ...result, previous: result.previous && describe(result.previous) }));
     return true;
   }
-  console.log(`verified  ${result.source} (integrity_check, foreign_key_check)`);
+  console.log(`verified  ${result.source} (${engine.verification.join(", ")})`);
   if (result.previous) console.log(`kept      ${result.previous.path} (the database as it was)`);
-  for (const raw of result.previousUnreadable)
-    console.log(`kept      ${raw} (the old file, unreadable by SQLite)`);
-  for (const removed of result.removed) console.log(`removed   ${removed}`);
-  console.log(`restored  ${result.databasePath} from ${path.basename(result.source)}`);
+  for (const note of result.notes) console.log(note);
+  console.log(`restored  ${result.target} from ${path.basename(result.source)}`);
   return true;
 }
 
-async function drill(config: Config): Promise<boolean> {
+async function drill(config: Config, engine: StorageEngine): Promise<boolean> {
   if (file || values.latest) throw new UsageError("--drill always uses the newest backup");
   const report = await runRestoreDrill({
-    databasePath: config.databasePath,
+    engine,
     backupDir: config.backupDir,
     migrationsDir: config.migrationsDir,
     logger: createLogger(config, 2),
@@ -223,8 +218,11 @@ async function drill(config: Config): Promise<boolean> {
   console.log(migrated.length ? `migrated  ${migrated.join(", ")}` : "migrated  nothing pending");
   console.log(
     verdict.ok
-      ? "verified  integrity_check ok, foreign_key_check ok"
-      : `FAILED    ${[...verdict.integrity, ...verdict.foreignKeys.map((v) => `${v.table} -> ${v.parent}`)].slice(0, 5).join("; ")}`,
+      ? `verified  ${verdict.checks.map((c) => `${c.name} ok`).join(", ")}`
+      : `FAILED    ${verdict.checks
+          .flatMap((c) => c.findings)
+          .slice(0, 5)
+          .join("; ")}`,
   );
   printTable(
     ["table", "restored", "live"],

@@ -3,9 +3,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { dryRunMigrations } from "../src/backups/rehearsal.ts";
 import { type Config, loadConfig } from "../src/config.ts";
-import { openDatabase } from "../src/db/database.ts";
-import { dryRunMigrations } from "../src/db/drill.ts";
 import {
   findMigrations,
   MigrationError,
@@ -13,6 +12,7 @@ import {
   revertLastMigration,
   runMigrations,
 } from "../src/db/migrator.ts";
+import { loadEngine, type StorageEngine } from "../src/db/storage.ts";
 import { createLogger, type Logger } from "../src/logger.ts";
 import { exitWithStartupError } from "../src/startup-error.ts";
 
@@ -24,11 +24,13 @@ const USAGE = `usage: node scripts/migrate.ts <up|status|down|new> [--json] [--d
   new NAME write migrations/NNNN_NAME.ts from the template`;
 
 const TEMPLATE = `import type { Kysely } from "kysely";
+import type { MigrationContext } from "../src/db/migrator.ts";
 
-// Runs inside the migrator's transaction, with foreign keys off (checked before commit):
-// do not open transactions here. Use snake_case names, as in SQL.
-export async function up(db: Kysely<any>): Promise<void> {
-  await db.schema.createTable("example").addColumn("id", "integer", (c) => c.primaryKey()).execute();
+// Runs inside the migrator's one transaction (on SQLite with foreign keys off, checked before
+// commit): do not open transactions here. One file for every engine: the context says which one
+// runs it (\`engine\`) and how to declare an id column (\`ids\`). Use snake_case names, as in SQL.
+export async function up(db: Kysely<any>, { ids }: MigrationContext): Promise<void> {
+  await db.schema.createTable("example").addColumn("id", ids.type, ids.primaryKey).execute();
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
@@ -66,22 +68,19 @@ try {
 
   // Logs go to stderr so stdout carries only the command's answer.
   const logger = createLogger(config, 2);
+  const engine = await loadEngine(config);
   if (values["dry-run"]) {
     if (command !== "up") {
       console.error("--dry-run goes with up: npm run migrate -- --dry-run");
       process.exit(2);
     }
-    process.exit((await dryRun(config, logger)) ? 0 : 1);
+    process.exit((await dryRun(engine, config, logger)) ? 0 : 1);
   }
-  const db = openDatabase({
-    path: config.databasePath,
-    backupDir: config.backupDir,
-    busyTimeoutMs: config.busyTimeoutMs,
-  });
-  const options = { db, migrationsDir: config.migrationsDir, backupDir: config.backupDir, logger };
+  const storage = await engine.open();
+  const options = { storage, migrationsDir: config.migrationsDir, backupDir: config.backupDir, logger };
   try {
     if (command === "status") {
-      const status = readMigrationStatus(db, findMigrations(config.migrationsDir));
+      const status = await readMigrationStatus(storage, findMigrations(config.migrationsDir));
       if (values.json) console.log(JSON.stringify(status));
       else {
         for (const m of status.applied) console.log(`applied  ${m}`);
@@ -100,22 +99,22 @@ try {
       }
     }
   } finally {
-    db.close();
+    await storage.close();
   }
 } catch (error) {
   exitWithStartupError(error);
 }
 
-async function dryRun(config: Config, logger: Logger): Promise<boolean> {
+async function dryRun(engine: StorageEngine, config: Config, logger: Logger): Promise<boolean> {
   try {
-    const { applied } = await dryRunMigrations({ ...config, logger });
+    const { applied } = await dryRunMigrations({ ...config, engine, logger });
     if (values.json) console.log(JSON.stringify({ ok: true, applied }));
     else {
       for (const m of applied) console.log(`ok       ${m}`);
       console.log(
         applied.length === 0
           ? "dry run: nothing to apply"
-          : `dry run: ${applied.length} migration(s) apply cleanly to a snapshot of ${config.databasePath}; it was not changed`,
+          : `dry run: ${applied.length} migration(s) apply cleanly to a snapshot of ${engine.target}; it was not changed`,
       );
     }
     return true;
@@ -124,7 +123,7 @@ async function dryRun(config: Config, logger: Logger): Promise<boolean> {
     if (values.json) console.log(JSON.stringify({ ok: false, error: error.message }));
     else
       console.log(
-        `dry run FAILED on a snapshot (since deleted); ${config.databasePath} was not changed:\n${error.message}`,
+        `dry run FAILED on a snapshot (since deleted); ${engine.target} was not changed:\n${error.message}`,
       );
     return false;
   }

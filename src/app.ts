@@ -4,9 +4,9 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import express, { type Express } from "express";
 import helmet from "helmet";
 import { pinoHttp } from "pino-http";
+import type { BackupSchedule } from "./backups/schedule.ts";
 import type { Config } from "./config.ts";
-import type { BackupSchedule } from "./db/backup-schedule.ts";
-import type { Database } from "./db/database.ts";
+import type { Storage } from "./db/storage.ts";
 import { errorHandler, JSON_TYPES, notFound, requireJsonBody } from "./http/errors.ts";
 import { healthRouter } from "./http/health.ts";
 import { notesRouter } from "./http/notes.ts";
@@ -14,7 +14,7 @@ import type { Logger } from "./logger.ts";
 
 export interface AppDeps {
   config: Pick<Config, "bodyLimit" | "trustProxy" | "backupDir" | "migrationsDir">;
-  db: Database;
+  storage: Storage;
   logger: Logger;
   /** Scheduled backups, when the service runs them: their failures show in /health. */
   backups?: Pick<BackupSchedule, "lastFailure">;
@@ -24,7 +24,7 @@ export interface AppDeps {
 // longer or with other characters (CR/LF, spaces, quotes) is replaced, never echoed.
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
-export function createApp({ config, db, logger, backups }: AppDeps): Express {
+export function createApp({ config, storage, logger, backups }: AppDeps): Express {
   const app = express();
   app.disable("x-powered-by");
   app.set("trust proxy", config.trustProxy);
@@ -63,9 +63,9 @@ export function createApp({ config, db, logger, backups }: AppDeps): Express {
 
   app.use(
     "/health",
-    healthRouter({ db, backupDir: config.backupDir, migrationsDir: config.migrationsDir, backups }),
+    healthRouter({ storage, backupDir: config.backupDir, migrationsDir: config.migrationsDir, backups }),
   );
-  app.use("/api/notes", notesRouter(db.kysely));
+  app.use("/api/notes", notesRouter(storage.kysely));
 
   app.use(notFound, errorHandler);
   return app;

@@ -1,5 +1,6 @@
-// The composition root: config → database → migrations → server → signals.
+// The composition root: config → storage → migrations → server → signals.
 import module from "node:module";
+import type { Storage } from "./db/storage.ts";
 
 // Node's compile cache (in the OS temp folder; NODE_DISABLE_COMPILE_CACHE=1 turns it off) keeps
 // compiled code and stripped TypeScript, so a restart skips half of start-up's CPU (README,
@@ -9,7 +10,7 @@ const [
   { createApp },
   { loadConfig },
   { startBackupSchedule },
-  { openDatabase },
+  { loadEngine },
   { runMigrations },
   logging,
   server,
@@ -17,8 +18,8 @@ const [
 ] = await Promise.all([
   import("./app.ts"),
   import("./config.ts"),
-  import("./db/backup-schedule.ts"),
-  import("./db/database.ts"),
+  import("./backups/schedule.ts"),
+  import("./db/storage.ts"),
   import("./db/migrator.ts"),
   import("./logger.ts"),
   import("./server.ts"),
@@ -40,24 +41,29 @@ try {
 }
 const logger = createLogger(config);
 
-let db: ReturnType<typeof openDatabase>;
+let storage: Storage;
 try {
-  db = openDatabase({
-    path: config.databasePath,
-    backupDir: config.backupDir,
-    busyTimeoutMs: config.busyTimeoutMs,
-  });
+  const engine = await loadEngine(config);
+  storage = await engine.open();
   if (config.migrateOnStart) {
-    await runMigrations({ db, migrationsDir: config.migrationsDir, backupDir: config.backupDir, logger });
+    await runMigrations({
+      storage,
+      migrationsDir: config.migrationsDir,
+      backupDir: config.backupDir,
+      logger,
+    });
   }
 } catch (error) {
   exitWithStartupError(error, logger);
 }
 
-const backups = startBackupSchedule({ db, config, logger });
-const app = createApp({ config, db, logger, backups });
+const backups = startBackupSchedule({ engine: storage.engine, config, logger });
+const app = createApp({ config, storage, logger, backups });
 const running = await listen(app, config).catch((error: unknown) => exitWithStartupError(error, logger));
-logger.info({ port: running.port, host: config.host, database: db.path }, "listening");
+logger.info(
+  { port: running.port, host: config.host, engine: storage.engine.name, database: storage.engine.target },
+  "listening",
+);
 
 let shuttingDown = false;
 const shutdown = async (signal: NodeJS.Signals) => {
@@ -72,7 +78,7 @@ const shutdown = async (signal: NodeJS.Signals) => {
   const { cut } = await stopped;
   if (cut > 0) logger.warn({ cut }, "shutdown timeout reached: cut the requests still running");
   await backups.stop();
-  db.close();
+  await storage.close();
   logger.info("database closed; bye");
   process.exit(0);
 };

@@ -2,11 +2,11 @@
 // (bad setting, unusable database, failed migration) carry a message written for the operator;
 // anything else is unexpected, so its stack goes to the log as well.
 import { ConfigError } from "./config.ts";
-import { DatabaseStartupError } from "./db/database.ts";
 import { MigrationError } from "./db/migrator.ts";
+import { StorageStartupError } from "./db/storage.ts";
 import type { Logger } from "./logger.ts";
 
-const EXPECTED = [ConfigError, DatabaseStartupError, MigrationError];
+const EXPECTED = [ConfigError, StorageStartupError, MigrationError];
 
 export function exitWithStartupError(error: unknown, logger?: Logger): never {
   const expected = EXPECTED.some((type) => error instanceof type);

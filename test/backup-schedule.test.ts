@@ -6,8 +6,9 @@ import { pino } from "pino";
 import request from "supertest";
 import { describe, expect, it } from "vitest";
 import { createApp } from "../src/app.ts";
-import { listBackups, verifyDatabaseFile } from "../src/db/backup.ts";
-import { startBackupSchedule } from "../src/db/backup-schedule.ts";
+import { listBackups } from "../src/backups/files.ts";
+import { startBackupSchedule } from "../src/backups/schedule.ts";
+import { verifyDatabaseFile } from "../src/db/sqlite/snapshot.ts";
 import { cleanupAfterEach, createTestApp, type LogLine, makeTempDir, startService } from "./helpers.ts";
 
 const { defer } = cleanupAfterEach();
@@ -78,12 +79,12 @@ describe("scheduled backups", () => {
     const { logger, next } = awaitableLogger();
     const config = { ...t.config, backupDir: blocked, backupIntervalMs: 20 };
     const failed = next("scheduled backup failed");
-    const backups = startBackupSchedule({ db: t.db, config, logger });
+    const backups = startBackupSchedule({ engine: t.storage.engine, config, logger });
     defer(() => backups.stop());
     const line = await failed;
     expect(line.level).toBe(50); // error
 
-    const app = createApp({ config, db: t.db, logger, backups });
+    const app = createApp({ config, storage: t.storage, logger, backups });
     const res = await request(app).get("/health").expect(200);
     expect(res.body.database.lastBackup).toEqual({
       file: null,
@@ -102,7 +103,7 @@ describe("scheduled backups", () => {
     const t = await createTestApp();
     defer(() => t.close());
     const { logger, lines } = awaitableLogger();
-    const backups = startBackupSchedule({ db: t.db, config: t.config, logger });
+    const backups = startBackupSchedule({ engine: t.storage.engine, config: t.config, logger });
     await backups.stop();
     expect(t.config.backupIntervalMs).toBeNull();
     expect(lines).toEqual([]);

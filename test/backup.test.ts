@@ -4,18 +4,20 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import {
-  type BackupKind,
-  backupFileName,
-  listBackups,
-  pruneBackups,
-  takeBackup,
-  takeOnlineBackup,
-  verifyDatabaseFile,
-} from "../src/db/backup.ts";
-import { type Database, openDatabase } from "../src/db/database.ts";
+import { type BackupKind, backupFileName, listBackups } from "../src/backups/files.ts";
+import { pruneBackups } from "../src/backups/retention.ts";
 import { runMigrations } from "../src/db/migrator.ts";
-import { cleanupAfterEach, makeTempDir, ROOT, runNode, silentLogger, testConfig } from "./helpers.ts";
+import type { SqliteStorage } from "../src/db/sqlite/engine.ts";
+import { takeBackup, takeOnlineBackup, verifyDatabaseFile } from "../src/db/sqlite/snapshot.ts";
+import {
+  cleanupAfterEach,
+  makeTempDir,
+  openSqliteStorage,
+  ROOT,
+  runNode,
+  silentLogger,
+  testConfig,
+} from "./helpers.ts";
 
 const { defer, track, run } = cleanupAfterEach();
 
@@ -24,9 +26,9 @@ async function setup() {
   const dir = makeTempDir();
   defer(() => fs.rmSync(dir, { recursive: true, force: true }));
   const config = testConfig(dir);
-  const db = openDatabase({ path: config.databasePath, backupDir: config.backupDir, busyTimeoutMs: 2000 });
+  const db = await openSqliteStorage(config);
   await runMigrations({
-    db,
+    storage: db,
     migrationsDir: config.migrationsDir,
     backupDir: config.backupDir,
     logger: silentLogger,
@@ -36,7 +38,7 @@ async function setup() {
   return { dir, config, db, env };
 }
 
-function insertNotes(db: Database, count: number, title = "note") {
+function insertNotes(db: SqliteStorage, count: number, title = "note") {
   const insert = db.sqlite.prepare(
     "INSERT INTO notes (title, body, created_at, updated_at) VALUES (?, '', ?, ?)",
   );
@@ -144,7 +146,7 @@ describe("db:backup", () => {
     expect(listBackups(config.backupDir)).toEqual([]);
     const list = await db(["list", "--json"], env);
     expect(list.stdout[0]).toEqual([]);
-    live.close();
+    await live.close();
     const restore = await db(["restore", "--latest"], env);
     expect(restore.code).toBe(1);
     expect(restore.stderr).toContain("no backup of");
@@ -158,7 +160,7 @@ describe("takeOnlineBackup", () => {
     const before = noteIds(config.databasePath).length;
     let done = false;
     const copying = takeOnlineBackup({
-      db: live,
+      databasePath: config.databasePath,
       backupDir: config.backupDir,
       kind: "scheduled",
     }).finally(() => {
@@ -189,7 +191,7 @@ describe("takeOnlineBackup", () => {
     insertNotes(live, 2000);
     const abort = new AbortController();
     const copying = takeOnlineBackup({
-      db: live,
+      databasePath: config.databasePath,
       backupDir: config.backupDir,
       kind: "scheduled",
       signal: abort.signal,
@@ -235,7 +237,7 @@ describe("retention", () => {
       ["manual", 2],
       ["scheduled", 1],
     ]);
-    const removed = pruneBackups({ ...config, keep: 3, maxAgeDays: null, now });
+    const removed = pruneBackups({ ...config, database: "app", keep: 3, maxAgeDays: null, now });
     expect(names(config)).toEqual(["scheduled@1", "manual@2", "scheduled@3", "pre-migration@8"]);
     expect(removed.map(label).sort()).toEqual(
       ["manual@7", "pre-migration@9", "pre-restore@4", "scheduled@5", "scheduled@6"].sort(),
@@ -250,7 +252,7 @@ describe("retention", () => {
       ["scheduled", 6],
       ["manual", 1],
     ]);
-    pruneBackups({ ...config, keep: 10, maxAgeDays: 7, now });
+    pruneBackups({ ...config, database: "app", keep: 10, maxAgeDays: 7, now });
     expect(names(config)).toEqual(["manual@1", "scheduled@6", "pre-migration@20"]);
   });
 
@@ -261,7 +263,12 @@ describe("retention", () => {
     ]);
     const other = path.join(
       config.backupDir,
-      backupFileName("/x/other.db", "manual", new Date(now.getTime() - 5 * day)),
+      backupFileName({
+        database: "other",
+        kind: "manual",
+        createdAt: new Date(now.getTime() - 5 * day),
+        extension: ".db",
+      }),
     );
     fs.copyFileSync(listBackups(config.backupDir)[0]!.path, other);
     const stale = path.join(config.backupDir, ".app-x-manual.db.123.tmp");
@@ -273,7 +280,7 @@ describe("retention", () => {
     fs.utimesSync(stale, new Date(written - 2 * day), new Date(written - 2 * day));
     fs.utimesSync(fresh, new Date(written - day / 24), new Date(written - day / 24));
 
-    pruneBackups({ ...config, keep: 1, maxAgeDays: null, now });
+    pruneBackups({ ...config, database: "app", keep: 1, maxAgeDays: null, now });
     expect(fs.readdirSync(config.backupDir).sort()).toEqual(
       [".app-y-manual.db.456.tmp", path.basename(other), listBackups(config.backupDir)[0]!.file].sort(),
     );
@@ -284,7 +291,13 @@ describe("retention", () => {
     const config = await backupsAt([["manual", 1]]);
     const inProgress = path.join(config.backupDir, ".app-20261124T120000000Z-manual.db.789.tmp");
     fs.writeFileSync(inProgress, "being written");
-    pruneBackups({ ...config, keep: 1, maxAgeDays: null, now: new Date(Date.now() + 400 * day) });
+    pruneBackups({
+      ...config,
+      database: "app",
+      keep: 1,
+      maxAgeDays: null,
+      now: new Date(Date.now() + 400 * day),
+    });
     expect(fs.existsSync(inProgress)).toBe(true);
   });
 

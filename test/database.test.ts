@@ -2,8 +2,9 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { takeBackup } from "../src/db/backup.ts";
-import { DatabaseStartupError, openDatabase } from "../src/db/database.ts";
+import { openSqlite } from "../src/db/sqlite/open.ts";
+import { takeBackup } from "../src/db/sqlite/snapshot.ts";
+import { StorageStartupError } from "../src/db/storage.ts";
 import { cleanupAfterEach } from "./helpers.ts";
 
 const { defer, tempDir } = cleanupAfterEach();
@@ -15,23 +16,23 @@ function setup() {
 }
 
 function openAt(file: string, backupDir: string) {
-  const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 1234 });
+  const db = openSqlite({ path: file, backupDir, busyTimeoutMs: 1234 });
   defer(() => db.close());
   return db;
 }
 
-function startupError(run: () => unknown): DatabaseStartupError {
+function startupError(run: () => unknown): StorageStartupError {
   try {
     run();
   } catch (error) {
-    expect(error).toBeInstanceOf(DatabaseStartupError);
+    expect(error).toBeInstanceOf(StorageStartupError);
     expect((error as Error).message).not.toContain("\n");
-    return error as DatabaseStartupError;
+    return error as StorageStartupError;
   }
-  throw new Error("expected a DatabaseStartupError");
+  throw new Error("expected a StorageStartupError");
 }
 
-describe("openDatabase", () => {
+describe("openSqlite", () => {
   it("creates missing folders and opens the file in WAL mode with the production PRAGMAs", () => {
     const { file, backupDir } = setup();
     const db = openAt(file, backupDir);
@@ -63,7 +64,7 @@ describe("openDatabase", () => {
 
   it("keeps data across close and reopen, and close leaves no -wal or -shm", () => {
     const { file, backupDir } = setup();
-    const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 100 });
+    const db = openSqlite({ path: file, backupDir, busyTimeoutMs: 100 });
     db.sqlite.exec("CREATE TABLE t (x); INSERT INTO t VALUES ('kept')");
     expect(fs.existsSync(`${file}-wal`)).toBe(true);
     db.close();
@@ -121,7 +122,7 @@ describe("openDatabase", () => {
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, "this is not a database, just some text\n".repeat(10));
     const before = fs.readFileSync(file);
-    const error = startupError(() => openDatabase({ path: file, backupDir, busyTimeoutMs: 100 }));
+    const error = startupError(() => openSqlite({ path: file, backupDir, busyTimeoutMs: 100 }));
     expect(error.message).toContain("is not a SQLite database");
     expect(error.message).toContain(backup.path);
     expect(fs.readFileSync(file).equals(before)).toBe(true);
@@ -130,13 +131,13 @@ describe("openDatabase", () => {
 
   it("refuses a truncated database and says no backup exists", () => {
     const { file, backupDir } = setup();
-    const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 100 });
+    const db = openSqlite({ path: file, backupDir, busyTimeoutMs: 100 });
     db.sqlite.exec(
       "CREATE TABLE t (x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) INSERT INTO t SELECT randomblob(1000) FROM n",
     );
     db.close();
     fs.truncateSync(file, 8192);
-    const error = startupError(() => openDatabase({ path: file, backupDir, busyTimeoutMs: 100 }));
+    const error = startupError(() => openSqlite({ path: file, backupDir, busyTimeoutMs: 100 }));
     expect(error.message).toMatch(/is truncated: its header describes \d+ bytes but the file holds 8192/);
     expect(error.message).toContain(`No backup found in ${backupDir}`);
     expect(fs.statSync(file).size).toBe(8192);
@@ -146,7 +147,7 @@ describe("openDatabase", () => {
     const { file, backupDir } = setup();
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919) % 251)));
-    expect(startupError(() => openDatabase({ path: file, backupDir, busyTimeoutMs: 100 })).message).toContain(
+    expect(startupError(() => openSqlite({ path: file, backupDir, busyTimeoutMs: 100 })).message).toContain(
       "is not a SQLite database",
     );
   });
@@ -154,7 +155,7 @@ describe("openDatabase", () => {
   it("refuses a directory at DATABASE_PATH and suggests a file inside it", () => {
     const { file, backupDir } = setup();
     fs.mkdirSync(file, { recursive: true });
-    expect(startupError(() => openDatabase({ path: file, backupDir, busyTimeoutMs: 100 })).message).toBe(
+    expect(startupError(() => openSqlite({ path: file, backupDir, busyTimeoutMs: 100 })).message).toBe(
       `DATABASE_PATH ${file} is a directory, not a database file. Fix: set DATABASE_PATH to a file inside it, such as ${path.join(file, "app.db")}.`,
     );
   });
@@ -163,7 +164,7 @@ describe("openDatabase", () => {
     const { dir, backupDir } = setup();
     fs.writeFileSync(path.join(dir, "blocker"), "");
     const error = startupError(() =>
-      openDatabase({ path: path.join(dir, "blocker", "app.db"), backupDir, busyTimeoutMs: 100 }),
+      openSqlite({ path: path.join(dir, "blocker", "app.db"), backupDir, busyTimeoutMs: 100 }),
     );
     expect(error.message).toMatch(
       /cannot create the database folder .*blocker: a file stands where a folder should be/,

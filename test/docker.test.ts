@@ -354,7 +354,7 @@ describe(".dockerignore", () => {
     "package.json",
     "package-lock.json",
     "src/main.ts",
-    "src/db/database.ts",
+    "src/db/storage.ts",
     "migrations/0001_create_notes.ts",
     "scripts/healthcheck.ts",
     "scripts/fix-permissions.sh",

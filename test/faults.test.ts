@@ -8,9 +8,9 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import request from "supertest";
 import { describe, expect, it } from "vitest";
-import { listBackups, takeBackup, verifyDatabaseFile } from "../src/db/backup.ts";
-import { openDatabase } from "../src/db/database.ts";
+import { listBackups } from "../src/backups/files.ts";
 import { runMigrations } from "../src/db/migrator.ts";
+import { takeBackup, verifyDatabaseFile } from "../src/db/sqlite/snapshot.ts";
 import {
   callService,
   childEnv,
@@ -19,6 +19,7 @@ import {
   createTestApp,
   inFlightPost,
   migrationsWith,
+  openSqliteStorage,
   ROOT,
   runNode,
   silentLogger,
@@ -51,12 +52,17 @@ function mountTmpfs(ctx: { skip(note: string): never }, name: string, options: s
 async function databaseWithBackup(dir: string) {
   const file = path.join(dir, "data", "app.db");
   const backupDir = path.join(dir, "data", "backups");
-  const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 1000 });
-  await runMigrations({ db, migrationsDir: path.join(ROOT, "migrations"), backupDir, logger: silentLogger });
+  const db = await openSqliteStorage({ databasePath: file, backupDir, busyTimeoutMs: 1000 });
+  await runMigrations({
+    storage: db,
+    migrationsDir: path.join(ROOT, "migrations"),
+    backupDir,
+    logger: silentLogger,
+  });
   db.sqlite
     .prepare("INSERT INTO notes (title, body, created_at, updated_at) VALUES (?, ?, 'now', 'now')")
     .run("kept", "x".repeat(20_000));
-  db.close();
+  await db.close();
   const backup = takeBackup({ databasePath: file, backupDir, kind: "manual" });
   return { file, backupDir, backup };
 }
@@ -88,7 +94,7 @@ describe("disk full", () => {
   it("answers 507 storage_full to writes, keeps reads working, says why in /health, and recovers", async () => {
     const t = await createTestApp();
     defer(() => t.close());
-    const { sqlite } = t.db;
+    const { sqlite } = t.storage;
     const first = await request(t.app).post("/api/notes").send({ title: "before", body: "b" }).expect(201);
     // SQLite's own limit stands in for the disk: the file may not grow past a few pages more.
     const pageCount = Number(sqlite.pragma("page_count", { simple: true }));
@@ -306,9 +312,9 @@ describe("many starters", () => {
       const gate = path.join(dir, "gate");
       const migrationsDir = migrationsWith(dir, { "0002_gated.ts": GATED_MIGRATION });
       if (seeded) {
-        const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 1000 });
+        const db = await openSqliteStorage({ databasePath: file, backupDir, busyTimeoutMs: 1000 });
         await runMigrations({
-          db,
+          storage: db,
           migrationsDir: path.join(ROOT, "migrations"),
           backupDir,
           logger: silentLogger,
@@ -316,7 +322,7 @@ describe("many starters", () => {
         db.sqlite.exec(
           "INSERT INTO notes (title, body, created_at, updated_at) VALUES ('seed', '', 'now', 'now')",
         );
-        db.close();
+        await db.close();
       }
       const env = {
         DATABASE_PATH: file,

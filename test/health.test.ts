@@ -5,9 +5,10 @@ import request from "supertest";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import packageJson from "../package.json" with { type: "json" };
 import { createApp } from "../src/app.ts";
-import { takeBackup } from "../src/db/backup.ts";
 import { findMigrations } from "../src/db/migrator.ts";
-import { createStatsReader } from "../src/db/stats.ts";
+import { createSqliteEngine } from "../src/db/sqlite/engine.ts";
+import { takeBackup } from "../src/db/sqlite/snapshot.ts";
+import { createStatusReader } from "../src/db/status.ts";
 import { createTestApp, migrationsWith, silentLogger, type TestApp } from "./helpers.ts";
 
 let t: TestApp;
@@ -25,6 +26,7 @@ describe("/health", () => {
       version: packageJson.version,
       uptimeSeconds: expect.any(Number),
       database: {
+        engine: "sqlite",
         path: t.config.databasePath,
         journalMode: "wal",
         sqliteVersion: expect.stringMatching(/^3\.\d+\.\d+$/),
@@ -68,7 +70,11 @@ describe("/health", () => {
     const migrationsDir = migrationsWith(t.dir, {
       "0002_later.ts": "export async function up() {}\nexport async function down() {}\n",
     });
-    const app = createApp({ config: { ...t.config, migrationsDir }, db: t.db, logger: silentLogger });
+    const app = createApp({
+      config: { ...t.config, migrationsDir },
+      storage: t.storage,
+      logger: silentLogger,
+    });
     const res = await request(app).get("/health").expect(503);
     expect(res.body).toMatchObject({
       status: "error",
@@ -78,7 +84,7 @@ describe("/health", () => {
   });
 
   it("answers 503 when the database is not in WAL mode", async () => {
-    t.db.sqlite.pragma("journal_mode = DELETE");
+    t.storage.sqlite.pragma("journal_mode = DELETE");
     const res = await request(t.app).get("/health").expect(503);
     expect(res.body).toMatchObject({
       status: "error",
@@ -87,7 +93,7 @@ describe("/health", () => {
   });
 
   it("answers 503 when the database cannot be queried, while /health/live still answers 200", async () => {
-    t.db.sqlite.close();
+    t.storage.sqlite.close();
     const res = await request(t.app).get("/health").expect(503);
     expect(res.body).toMatchObject({ status: "error", reason: "the database cannot be queried" });
     expect(JSON.stringify(res.body)).not.toContain("The database connection is not open");
@@ -95,54 +101,65 @@ describe("/health", () => {
   });
 });
 
-describe("database stats", () => {
-  it("counts rows at most once per cache period, so /health never scans per request", () => {
+describe("database status", () => {
+  it("counts rows at most once per cache period, so /health never scans per request", async () => {
     let clock = 1_000_000;
-    const read = createStatsReader({
-      db: t.db,
+    const read = createStatusReader({
+      storage: t.storage,
       backupDir: t.config.backupDir,
       migrations: findMigrations(t.config.migrationsDir),
       cacheMs: 5_000,
       now: () => clock,
     });
-    expect(read().tables?.notes).toBe(0);
-    t.db.sqlite.exec("INSERT INTO notes (title, body, created_at, updated_at) VALUES ('a', '', 'x', 'x')");
+    const notes = async () => (await read()).status.tables?.notes;
+    expect(await notes()).toBe(0);
+    t.storage.sqlite.exec(
+      "INSERT INTO notes (title, body, created_at, updated_at) VALUES ('a', '', 'x', 'x')",
+    );
     clock += 4_999;
-    expect(read().tables?.notes).toBe(0);
+    expect(await notes()).toBe(0);
     clock += 1;
-    expect(read().tables?.notes).toBe(1);
+    expect(await notes()).toBe(1);
   });
 
-  it("leaves row counts out of a database too large to scan, and counts again once it is small", () => {
-    const options = { db: t.db, backupDir: t.config.backupDir, migrations: [], cacheMs: 0 };
-    const size = t.db.sqlite.pragma("page_count", { simple: true }) as number;
-    const pageSize = t.db.sqlite.pragma("page_size", { simple: true }) as number;
-    expect(createStatsReader({ ...options, countRowsUpToBytes: size * pageSize - 1 })().tables).toBeNull();
-    expect(createStatsReader({ ...options, countRowsUpToBytes: size * pageSize })().tables).toEqual({
-      notes: 0,
-      schema_migrations: 1,
-    });
+  it("leaves row counts out of a database too large to scan, and counts a small one", async () => {
+    const size = t.storage.sqlite.pragma("page_count", { simple: true }) as number;
+    const pageSize = t.storage.sqlite.pragma("page_size", { simple: true }) as number;
+    // Both open before either closes: closing runs PRAGMA optimize, which may add a page.
+    const [under, at] = await Promise.all(
+      [size * pageSize - 1, size * pageSize].map((bytes) =>
+        createSqliteEngine({ ...t.config, countRowsUpToBytes: bytes }).open(),
+      ),
+    );
+    try {
+      expect(await under!.countRowsIfSmall()).toBeNull();
+      expect(await at!.countRowsIfSmall()).toEqual({ notes: 0, schema_migrations: 1 });
+    } finally {
+      await Promise.all([under!.close(), at!.close()]);
+    }
   });
 
-  it("sees a migration applied by another connection on the next read", () => {
-    const read = createStatsReader({
-      db: t.db,
+  it("sees a migration applied by another connection on the next read", async () => {
+    const read = createStatusReader({
+      storage: t.storage,
       backupDir: t.config.backupDir,
       migrations: [...findMigrations(t.config.migrationsDir), { name: "9999_later", path: "unused" }],
     });
-    expect(read().migrations).toEqual({ applied: 1, pending: 1, latest: "0001_create_notes" });
+    expect((await read()).status.migrations).toEqual({ applied: 1, pending: 1, latest: "0001_create_notes" });
     const other = new BetterSqlite3(t.config.databasePath);
     other.prepare("INSERT INTO schema_migrations (name, applied_at) VALUES ('9999_later', 'x')").run();
     other.close();
-    expect(read().migrations).toEqual({ applied: 2, pending: 0, latest: "9999_later" });
+    expect((await read()).status.migrations).toEqual({ applied: 2, pending: 0, latest: "9999_later" });
   });
 
-  it("reads the WAL size and file size from the files themselves", () => {
-    const read = createStatsReader({ db: t.db, backupDir: t.config.backupDir, migrations: [] });
+  it("reads the WAL size and file size from the files themselves", async () => {
+    const read = async () =>
+      (await createStatusReader({ storage: t.storage, backupDir: t.config.backupDir, migrations: [] })())
+        .status;
     const wal = `${t.config.databasePath}-wal`;
-    expect(read().walSizeBytes).toBe(fs.statSync(wal).size);
-    t.db.sqlite.pragma("wal_checkpoint(TRUNCATE)");
-    expect(read().walSizeBytes).toBe(0);
-    expect(path.basename(read().path)).toBe("app.db");
+    expect((await read()).walSizeBytes).toBe(fs.statSync(wal).size);
+    t.storage.sqlite.pragma("wal_checkpoint(TRUNCATE)");
+    expect((await read()).walSizeBytes).toBe(0);
+    expect(path.basename((await read()).path as string)).toBe("app.db");
   });
 });

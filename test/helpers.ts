@@ -13,8 +13,8 @@ import { pino } from "pino";
 import { afterEach } from "vitest";
 import { createApp } from "../src/app.ts";
 import { type Config, loadConfig } from "../src/config.ts";
-import { type Database, openDatabase } from "../src/db/database.ts";
 import { runMigrations } from "../src/db/migrator.ts";
+import { createSqliteEngine, type SqliteStorage } from "../src/db/sqlite/engine.ts";
 import { createLogger, type Logger } from "../src/logger.ts";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -80,36 +80,39 @@ export function testConfig(dir: string, env: Record<string, string> = {}): Confi
 
 export const silentLogger: Logger = createLogger({ logLevel: "silent" });
 
+/** A SQLite storage over the configuration's database (created if missing), not yet migrated. */
+export function openSqliteStorage(
+  config: Pick<Config, "databasePath" | "backupDir" | "busyTimeoutMs">,
+): Promise<SqliteStorage> {
+  return createSqliteEngine(config).open();
+}
+
 export interface TestApp {
   app: Express;
-  db: Database;
+  storage: SqliteStorage;
   config: Config;
   dir: string;
-  close(): void;
+  close(): Promise<void>;
 }
 
 export async function createTestApp(env: Record<string, string> = {}): Promise<TestApp> {
   const dir = makeTempDir();
   const config = testConfig(dir, env);
-  const db = openDatabase({
-    path: config.databasePath,
-    backupDir: config.backupDir,
-    busyTimeoutMs: config.busyTimeoutMs,
-  });
+  const storage = await openSqliteStorage(config);
   await runMigrations({
-    db,
+    storage,
     migrationsDir: config.migrationsDir,
     backupDir: config.backupDir,
     logger: silentLogger,
   });
-  const app = createApp({ config, db, logger: silentLogger });
+  const app = createApp({ config, storage, logger: silentLogger });
   return {
     app,
-    db,
+    storage,
     config,
     dir,
-    close() {
-      db.close();
+    async close() {
+      await storage.close();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -18,7 +18,7 @@ let server: ReturnType<TestApp["app"]["listen"]>;
 let port: number;
 beforeAll(async () => {
   t = await createTestApp({ BODY_LIMIT: `${BODY_LIMIT}b` });
-  const insert = t.db.sqlite.prepare(
+  const insert = t.storage.sqlite.prepare(
     "INSERT INTO notes (title, body, created_at, updated_at) VALUES (?, ?, 'then', 'then')",
   );
   for (let i = 1; i <= 5; i++) insert.run(`seed ${i}`, `body ${i}`);
@@ -28,7 +28,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await new Promise((resolve) => server.close(resolve));
-  t.close();
+  await t.close();
 });
 
 // --- generators -------------------------------------------------------------------------------
@@ -396,7 +396,7 @@ function dechunk(data: Buffer): Buffer {
 const SANE_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
 function storedState() {
-  const { sqlite } = t.db;
+  const { sqlite } = t.storage;
   return JSON.stringify([
     sqlite.prepare("SELECT total_changes()").pluck().get(),
     sqlite
@@ -457,7 +457,7 @@ async function check(r: HostileRequest) {
     const note = JSON.parse(res.body);
     expect(note.title).toBe(sent.title);
     expect(note.body).toBe(sent.body ?? "");
-    const row = t.db.sqlite.prepare("SELECT title, body FROM notes WHERE id = ?").get(note.id);
+    const row = t.storage.sqlite.prepare("SELECT title, body FROM notes WHERE id = ?").get(note.id);
     expect(row).toEqual({ title: note.title, body: note.body });
   }
 }

@@ -68,7 +68,7 @@ describe("errors", () => {
   });
 
   it("answers internal 500 without a stack, SQL or path, and logs the cause", async () => {
-    t.db.sqlite.exec("DROP TABLE notes");
+    t.storage.sqlite.exec("DROP TABLE notes");
     const res = await request(t.app).get("/api/notes").expect(500);
     expect(res.body.error).toEqual({
       code: "internal",
@@ -79,7 +79,7 @@ describe("errors", () => {
   });
 
   it("maps a constraint violation to 409 conflict", async () => {
-    t.db.sqlite.exec("CREATE UNIQUE INDEX one_title ON notes (title)");
+    t.storage.sqlite.exec("CREATE UNIQUE INDEX one_title ON notes (title)");
     await request(t.app).post("/api/notes").send({ title: "same" }).expect(201);
     const res = await request(t.app).post("/api/notes").send({ title: "same" }).expect(409);
     expectErrorShape(res.body, "conflict");

@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { listBackups } from "../src/db/backup.ts";
+import { listBackups } from "../src/backups/files.ts";
 import { cleanupAfterEach, migrationsWith } from "./helpers.ts";
 
 const { tempDir, run } = cleanupAfterEach();
@@ -68,7 +68,9 @@ export async function down(db) { await db.schema.alterTable("notes").dropColumn(
     expect(created.code).toBe(0);
     const file = path.join(migrationsDir, "0002_add_widgets.ts");
     expect(created.out).toEqual([`created ${path.relative(process.cwd(), file)}`]);
-    expect(fs.readFileSync(file, "utf8")).toMatch(/export async function up\(db: Kysely<any>\)/);
+    expect(fs.readFileSync(file, "utf8")).toMatch(
+      /export async function up\(db: Kysely<any>, \{ ids \}: MigrationContext\)/,
+    );
     expect((await migrate(env, "up")).out).toEqual([
       "applied  0001_create_notes",
       "applied  0002_add_widgets",

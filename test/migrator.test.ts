@@ -2,8 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { listBackups, verifyDatabaseFile } from "../src/db/backup.ts";
-import { type Database, openDatabase } from "../src/db/database.ts";
+import { listBackups } from "../src/backups/files.ts";
 import {
   findMigrations,
   MigrationError,
@@ -11,11 +10,14 @@ import {
   revertLastMigration,
   runMigrations,
 } from "../src/db/migrator.ts";
+import type { SqliteStorage } from "../src/db/sqlite/engine.ts";
+import { verifyDatabaseFile } from "../src/db/sqlite/snapshot.ts";
 import {
   captureLogger,
   cleanupAfterEach,
   makeTempDir,
   migrationsWith,
+  openSqliteStorage,
   ROOT,
   runNode,
   silentLogger,
@@ -23,21 +25,21 @@ import {
 
 const { defer } = cleanupAfterEach();
 
-function setup(extra: Record<string, string> = {}) {
+async function setup(extra: Record<string, string> = {}) {
   const dir = makeTempDir();
   const file = path.join(dir, "data", "app.db");
   const backupDir = path.join(dir, "backups");
   const migrationsDir = migrationsWith(dir, extra);
-  const db = openDatabase({ path: file, backupDir, busyTimeoutMs: 2000 });
+  const db = await openSqliteStorage({ databasePath: file, backupDir, busyTimeoutMs: 2000 });
   defer(() => fs.rmSync(dir, { recursive: true, force: true }));
   defer(() => db.close());
   return { dir, file, backupDir, migrationsDir, db };
 }
 
-const migrate = (db: Database, migrationsDir: string, backupDir: string, logger = silentLogger) =>
-  runMigrations({ db, migrationsDir, backupDir, logger });
+const migrate = (db: SqliteStorage, migrationsDir: string, backupDir: string, logger = silentLogger) =>
+  runMigrations({ storage: db, migrationsDir, backupDir, logger });
 
-const schemaOf = (db: Database) =>
+const schemaOf = (db: SqliteStorage) =>
   db.sqlite.prepare("SELECT type, name, sql FROM sqlite_schema ORDER BY name").all();
 
 const ADD_TAGS = `
@@ -53,7 +55,7 @@ export async function up(db) {
 export async function down() {}
 `;
 
-function seedNotes(db: Database, count: number) {
+function seedNotes(db: SqliteStorage, count: number) {
   const insert = db.sqlite.prepare(
     "INSERT INTO notes (title, body, created_at, updated_at) VALUES (?, '', 'now', 'now')",
   );
@@ -62,18 +64,18 @@ function seedNotes(db: Database, count: number) {
 
 describe("runMigrations", () => {
   it("applies pending migrations on a fresh database without taking a backup", async () => {
-    const { db, migrationsDir, backupDir } = setup();
+    const { db, migrationsDir, backupDir } = await setup();
     const result = await migrate(db, migrationsDir, backupDir);
     expect(result).toEqual({ names: ["0001_create_notes"], backup: undefined });
     expect(listBackups(backupDir)).toEqual([]);
-    expect(readMigrationStatus(db, findMigrations(migrationsDir))).toEqual({
+    expect(await readMigrationStatus(db, findMigrations(migrationsDir))).toEqual({
       applied: ["0001_create_notes"],
       pending: [],
     });
   });
 
   it("does nothing, and takes no backup, when nothing is pending", async () => {
-    const { db, migrationsDir, backupDir } = setup();
+    const { db, migrationsDir, backupDir } = await setup();
     await migrate(db, migrationsDir, backupDir);
     seedNotes(db, 3);
     expect(await migrate(db, migrationsDir, backupDir)).toEqual({ names: [], backup: undefined });
@@ -81,7 +83,7 @@ describe("runMigrations", () => {
   });
 
   it("backs up a database holding data before migrating, verified and named after the first pending migration", async () => {
-    const { db, migrationsDir, backupDir } = setup();
+    const { db, migrationsDir, backupDir } = await setup();
     await migrate(db, migrationsDir, backupDir);
     seedNotes(db, 25);
     fs.writeFileSync(path.join(migrationsDir, "0002_add_tags.ts"), ADD_TAGS);
@@ -105,7 +107,7 @@ describe("runMigrations", () => {
   });
 
   it("leaves schema, data and record exactly as they were when a later migration fails", async () => {
-    const { db, migrationsDir, backupDir } = setup();
+    const { db, migrationsDir, backupDir } = await setup();
     await migrate(db, migrationsDir, backupDir);
     seedNotes(db, 10);
     fs.writeFileSync(path.join(migrationsDir, "0002_add_tags.ts"), ADD_TAGS);
@@ -124,7 +126,7 @@ describe("runMigrations", () => {
     expect(verifyDatabaseFile(backup!.path).integrity).toEqual(["ok"]);
     expect(schemaOf(db)).toEqual(schemaBefore);
     expect(db.sqlite.prepare("SELECT * FROM notes ORDER BY id").all()).toEqual(notesBefore);
-    expect(readMigrationStatus(db, findMigrations(migrationsDir))).toEqual({
+    expect(await readMigrationStatus(db, findMigrations(migrationsDir))).toEqual({
       applied: ["0001_create_notes"],
       pending: ["0002_add_tags", "0003_fails"],
     });
@@ -133,7 +135,7 @@ describe("runMigrations", () => {
   });
 
   it("rebuilds a parent table without cascading deletes into its children, then turns foreign keys back on", async () => {
-    const { db, migrationsDir, backupDir } = setup({
+    const { db, migrationsDir, backupDir } = await setup({
       "0002_tags.ts": `
 export async function up(db) {
   await db.schema.createTable("tags").addColumn("id", "integer", (c) => c.primaryKey())
@@ -162,7 +164,7 @@ export async function down() {}`,
   });
 
   it("rolls back migrations that leave a foreign key violation", async () => {
-    const { db, migrationsDir, backupDir } = setup({
+    const { db, migrationsDir, backupDir } = await setup({
       "0002_orphan.ts": `import { sql } from "kysely";
 export async function up(db) {
   await sql\`CREATE TABLE tags (id INTEGER PRIMARY KEY, note_id INTEGER NOT NULL REFERENCES notes(id))\`.execute(db);
@@ -180,24 +182,24 @@ export async function down() {}`,
   });
 
   it("reverts the last migration after a backup", async () => {
-    const { db, migrationsDir, backupDir } = setup({ "0002_add_tags.ts": ADD_TAGS });
+    const { db, migrationsDir, backupDir } = await setup({ "0002_add_tags.ts": ADD_TAGS });
     await migrate(db, migrationsDir, backupDir);
     seedNotes(db, 2);
-    const result = await revertLastMigration({ db, migrationsDir, backupDir, logger: silentLogger });
+    const result = await revertLastMigration({ storage: db, migrationsDir, backupDir, logger: silentLogger });
     expect(result.names).toEqual(["0002_add_tags"]);
     expect(result.backup).toMatchObject({ kind: "pre-rollback", label: "0002_add_tags" });
     expect(db.sqlite.prepare("SELECT name FROM pragma_table_info('notes')").pluck().all()).not.toContain(
       "tags",
     );
-    expect(readMigrationStatus(db, findMigrations(migrationsDir)).pending).toEqual(["0002_add_tags"]);
+    expect((await readMigrationStatus(db, findMigrations(migrationsDir))).pending).toEqual(["0002_add_tags"]);
     expect(db.sqlite.prepare("SELECT count(*) FROM notes").pluck().get()).toBe(2);
   });
 
   it("lets exactly one of two concurrent processes apply the pending migrations, with one backup", async () => {
-    const { db, file, migrationsDir, backupDir } = setup();
+    const { db, file, migrationsDir, backupDir } = await setup();
     await migrate(db, migrationsDir, backupDir);
     seedNotes(db, 5);
-    db.close();
+    await db.close();
     // Slow enough that both processes see it pending before either commits.
     fs.writeFileSync(
       path.join(migrationsDir, "0002_slow.ts"),

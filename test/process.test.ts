@@ -2,7 +2,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { listBackups } from "../src/db/backup.ts";
+import { listBackups } from "../src/backups/files.ts";
 import {
   callService,
   cleanupAfterEach,

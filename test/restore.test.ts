@@ -3,7 +3,8 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { listBackups, takeBackup } from "../src/db/backup.ts";
+import { listBackups } from "../src/backups/files.ts";
+import { takeBackup } from "../src/db/sqlite/snapshot.ts";
 import { cleanupAfterEach, migrationsWith, runNode, type ServiceChild, startService } from "./helpers.ts";
 
 const { tempDir, track, run } = cleanupAfterEach();

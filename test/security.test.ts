@@ -5,7 +5,7 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import request from "supertest";
 import { describe, expect, it } from "vitest";
-import { listBackups } from "../src/db/backup.ts";
+import { listBackups } from "../src/backups/files.ts";
 import {
   cleanupAfterEach,
   createTestApp,
@@ -57,7 +57,7 @@ describe("security headers", () => {
       ],
       ["415", await request(t.app).post("/api/notes").set("Content-Type", "text/plain").send("x")],
     ];
-    t.db.sqlite.exec("DROP TABLE notes");
+    t.storage.sqlite.exec("DROP TABLE notes");
     responses.push(["500", await request(t.app).get("/api/notes")]);
     const statuses = responses.map(([, res]) => res.status);
     expect(statuses).toEqual([201, 200, 200, 200, 204, 400, 400, 400, 404, 413, 415, 500]);
@@ -166,10 +166,10 @@ describe("stored text", () => {
     expect(read.body).toMatchObject(note);
     // Escaped by JSON, not by HTML-escaping that would alter the text.
     expect(read.text).toContain(JSON.stringify(note.title));
-    const row = t.db.sqlite.prepare("SELECT title, body FROM notes WHERE id = ?").get(created.body.id);
+    const row = t.storage.sqlite.prepare("SELECT title, body FROM notes WHERE id = ?").get(created.body.id);
     expect(row).toEqual(note);
-    expect(t.db.sqlite.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'notes'").pluck().get()).toBe(
-      1,
-    );
+    expect(
+      t.storage.sqlite.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'notes'").pluck().get(),
+    ).toBe(1);
   });
 });

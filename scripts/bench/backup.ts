@@ -3,8 +3,8 @@
 // the reader's answers come (a synchronous copy holds the event loop for its whole length).
 import fs from "node:fs";
 import path from "node:path";
-import { takeBackup, takeOnlineBackup } from "../../src/db/backup.ts";
-import { type Database, openDatabase } from "../../src/db/database.ts";
+import { type SqliteDb as Database, openSqlite } from "../../src/db/sqlite/open.ts";
+import { takeBackup, takeOnlineBackup } from "../../src/db/sqlite/snapshot.ts";
 import { median, round } from "./stats.ts";
 
 export interface BackupRow {
@@ -58,11 +58,11 @@ const METHODS: Method[] = [
   {
     name: "takeOnlineBackup (scheduled backups)",
     run: async (db, target) => {
-      await takeOnlineBackup({ db, backupDir: path.dirname(target), kind: "manual" });
+      await takeOnlineBackup({ databasePath: db.path, backupDir: path.dirname(target), kind: "manual" });
     },
   },
   {
-    name: "takeBackup: VACUUM INTO (pre-migration)",
+    name: "takeBackup: VACUUM INTO on the calling thread",
     run: (db, target) => {
       takeBackup({ databasePath: db.path, backupDir: path.dirname(target), kind: "manual" });
     },
@@ -90,7 +90,7 @@ function startReader(db: Database, notes: number): () => number {
 }
 
 export async function runBackups({ file, notes, workDir, rounds }: BackupSettings): Promise<BackupRow[]> {
-  const db = openDatabase({ path: file, backupDir: path.join(workDir, "backups"), busyTimeoutMs: 2000 });
+  const db = openSqlite({ path: file, backupDir: path.join(workDir, "backups"), busyTimeoutMs: 2000 });
   const times = new Map<string, number[]>(METHODS.map((m) => [m.name, []]));
   const worst = new Map<string, number>();
   const bytes = new Map<string, number>();

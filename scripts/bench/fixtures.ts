@@ -1,12 +1,12 @@
-// Databases for the benchmark: the project's own schema (its migrations, through openDatabase),
+// Databases for the benchmark: the project's own schema (its migrations, through the SQLite engine),
 // filled in one statement by a recursive CTE, which writes 1 GB in seconds rather than minutes.
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { pino } from "pino";
-import { openDatabase } from "../../src/db/database.ts";
 import { findMigrations, runMigrations } from "../../src/db/migrator.ts";
+import { createSqliteEngine } from "../../src/db/sqlite/engine.ts";
 
 export interface FixtureOptions {
   file: string;
@@ -21,20 +21,20 @@ const silent = pino({ level: "silent" });
 /** Creates a migrated database at `file` holding `notes` notes (ids 1..notes). */
 export async function buildFixture({ file, notes, bodyBytes, migrationsDir }: FixtureOptions): Promise<void> {
   fs.rmSync(file, { force: true });
-  const db = openDatabase({
-    path: file,
+  const storage = await createSqliteEngine({
+    databasePath: file,
     backupDir: path.join(path.dirname(file), "backups"),
     busyTimeoutMs: 2000,
-  });
+  }).open();
   try {
     await runMigrations({
-      db,
+      storage,
       migrationsDir,
       backupDir: path.join(path.dirname(file), "backups"),
       logger: silent,
     });
   } finally {
-    db.close();
+    await storage.close();
   }
   if (notes === 0) return;
   // A rollback journal off and no fsync: a fixture that a crash would leave half-built is simply

@@ -1,7 +1,7 @@
 // In one process, no HTTP: the same point read and insert through Kysely (as the routes issue
 // them) and through a raw better-sqlite3 prepared statement, the floor for this SQLite build.
 import path from "node:path";
-import { openDatabase } from "../../src/db/database.ts";
+import { openSqlite } from "../../src/db/sqlite/open.ts";
 import { median, round } from "./stats.ts";
 
 export interface InProcessRow {
@@ -44,7 +44,7 @@ export async function runInProcess({
   rounds,
   roundMs,
 }: InProcessSettings): Promise<InProcessRow[]> {
-  const db = openDatabase({
+  const db = openSqlite({
     path: file,
     backupDir: path.join(path.dirname(file), "backups"),
     busyTimeoutMs: 2000,

@@ -1,27 +1,10 @@
-// SQLite's error codes, sorted into the few kinds the rest of the service reacts to. The HTTP
-// layer maps kinds to responses, so it never needs to know SQLite's codes (or another dialect's).
+// Database failures sorted into the few kinds the rest of the service reacts to, whatever the
+// engine. The HTTP layer maps kinds to responses (src/http/errors.ts) and metrics count them, so
+// neither needs to know SQLite's codes or PostgreSQL's SQLSTATEs.
+import { classifySqliteError } from "./sqlite/errors.ts";
 
 export type DatabaseErrorKind = "busy" | "full" | "constraint" | "readonly" | "corrupt";
 
 export function classifyDatabaseError(error: unknown): DatabaseErrorKind | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== "string" || !code.startsWith("SQLITE_")) return undefined;
-  // Extended codes (SQLITE_BUSY_SNAPSHOT, SQLITE_CONSTRAINT_UNIQUE, ...) share their primary's kind.
-  const primary = code.split("_").slice(0, 2).join("_");
-  switch (primary) {
-    case "SQLITE_BUSY":
-    case "SQLITE_LOCKED":
-      return "busy";
-    case "SQLITE_FULL":
-      return "full";
-    case "SQLITE_CONSTRAINT":
-      return "constraint";
-    case "SQLITE_READONLY":
-      return "readonly";
-    case "SQLITE_CORRUPT":
-    case "SQLITE_NOTADB":
-      return "corrupt";
-    default:
-      return undefined;
-  }
+  return classifySqliteError(error);
 }

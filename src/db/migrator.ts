@@ -1,18 +1,34 @@
-// Migrations: Umzug runs the modules in migrations/ inside one BEGIN IMMEDIATE transaction that also
-// holds their record, so a failure anywhere leaves schema, data and record exactly as they were.
-// A database that holds data is backed up (VACUUM INTO, verified) before anything changes.
+// Migrations, whatever the engine: Umzug runs the modules in migrations/ inside the engine's one
+// migration transaction, which also holds their record, so a failure anywhere leaves schema, data
+// and record exactly as they were. A database that holds data is backed up (verified) first, under
+// the migration lock, so N processes starting at once take one backup and apply each migration once.
 import fs from "node:fs";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
-import { Kysely, SqliteDialect } from "kysely";
+import type { ColumnDefinitionBuilder, Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { Umzug, UmzugStorage } from "umzug";
-import { type BackupFile, type BackupKind, takeBackup } from "./backup.ts";
-import type { Database, SqliteConnection } from "./database.ts";
+import type { BackupFile, BackupKind } from "../backups/files.ts";
+import type { EngineName, MigrationTransaction, Storage } from "./storage.ts";
 
-export const MIGRATIONS_TABLE = "schema_migrations";
 const MIGRATION_FILE = /^(\d{4})_([a-z0-9_]+)\.ts$/;
+
+/**
+ * The second argument of a migration's up() and down(): what it needs to write one migration for
+ * every engine. A migration that ignores it (`up(db)`) keeps working.
+ */
+export interface MigrationContext {
+  engine: EngineName;
+  /**
+   * An integer primary key the database assigns and never reuses:
+   * `.addColumn("id", ids.type, ids.primaryKey)`. SQLite: an AUTOINCREMENT rowid alias;
+   * PostgreSQL: a bigint identity.
+   */
+  ids: {
+    type: "integer" | "bigint";
+    primaryKey: (column: ColumnDefinitionBuilder) => ColumnDefinitionBuilder;
+  };
+}
 
 export interface MigrationFile {
   name: string;
@@ -25,7 +41,7 @@ export interface MigrationStatus {
 }
 
 export interface MigratorOptions {
-  db: Database;
+  storage: Storage;
   migrationsDir: string;
   backupDir: string;
   logger: Logger;
@@ -46,8 +62,8 @@ export class MigrationError extends Error {
 }
 
 interface MigrationModule {
-  up(db: Kysely<any>): Promise<void>;
-  down?(db: Kysely<any>): Promise<void>;
+  up(db: Kysely<any>, context: MigrationContext): Promise<void>;
+  down?(db: Kysely<any>, context: MigrationContext): Promise<void>;
 }
 
 /** The migration modules in `dir`, in the order they apply (their four-digit prefix). */
@@ -59,37 +75,30 @@ export function findMigrations(dir: string): MigrationFile[] {
     .map((file) => ({ name: file.slice(0, -".ts".length), path: path.join(dir, file) }));
 }
 
-export function readMigrationStatus(db: Database, migrations: MigrationFile[]): MigrationStatus {
-  return createMigrationStatusReader(db, migrations)();
-}
-
-/** readMigrationStatus for callers that ask on every request (/health): statements prepared once. */
-export function createMigrationStatusReader(
-  db: Database,
+export async function readMigrationStatus(
+  storage: Storage,
   migrations: MigrationFile[],
-): () => MigrationStatus {
-  const readApplied = appliedReader(db.sqlite);
-  return () => {
-    const applied = readApplied();
-    const done = new Set(applied);
-    return { applied, pending: migrations.filter((m) => !done.has(m.name)).map((m) => m.name) };
-  };
+): Promise<MigrationStatus> {
+  const applied = await storage.readAppliedMigrations();
+  const done = new Set(applied);
+  return { applied, pending: migrations.filter((m) => !done.has(m.name)).map((m) => m.name) };
 }
 
 /** Applies every pending migration, all or nothing. */
 export async function runMigrations(options: MigratorOptions): Promise<MigrationResult> {
-  const { db, logger } = options;
+  const { storage, logger } = options;
   const migrations = findMigrations(options.migrationsDir);
-  // Fast path without the write lock: a restart with nothing to do must not queue behind writers.
-  if (readMigrationStatus(db, migrations).pending.length === 0) return { names: [], backup: undefined };
-
-  return inMigrationTransaction(options, async (umzug) => {
+  // Fast path without the lock: a restart with nothing to do must not queue behind writers.
+  if ((await readMigrationStatus(storage, migrations)).pending.length === 0) {
+    return { names: [], backup: undefined };
+  }
+  return inMigrationTransaction(options, async (umzug, tx) => {
     // Read again under the lock: another process may have applied them while we waited.
     const pending = (await umzug.pending()).map((m) => m.name);
     if (pending.length === 0) return { names: [], backup: undefined };
     const backup =
-      options.backupFirst !== false && holdsTables(db.sqlite)
-        ? backupBeforeChange(options, "pre-migration", pending[0]!)
+      options.backupFirst !== false && (await tx.holdsTables())
+        ? await backupBeforeChange(options, "pre-migration", pending[0]!)
         : undefined;
     const names = await runReportingFailure(umzug, backup, () => umzug.up());
     logger.info({ migrations: names, backup: backup?.path }, "migrations applied");
@@ -102,114 +111,51 @@ export async function revertLastMigration(options: MigratorOptions): Promise<Mig
   return inMigrationTransaction(options, async (umzug) => {
     const last = (await umzug.executed()).at(-1)?.name;
     if (!last) return { names: [], backup: undefined };
-    const backup = backupBeforeChange(options, "pre-rollback", last);
+    const backup = await backupBeforeChange(options, "pre-rollback", last);
     const names = await runReportingFailure(umzug, backup, () => umzug.down({ step: 1 }));
     options.logger.info({ migrations: names, backup: backup.path }, "migration reverted");
     return { names, backup };
   });
 }
 
-async function inMigrationTransaction<T>(
+function inMigrationTransaction<T>(
   options: MigratorOptions,
-  work: (umzug: Umzug<Kysely<any>>) => Promise<T>,
+  work: (umzug: Umzug<Kysely<any>>, tx: MigrationTransaction) => Promise<T>,
 ): Promise<T> {
-  const { db, logger } = options;
-  const { sqlite } = db;
-  // Ignored inside a transaction, so it must change before BEGIN: with foreign keys on, a
-  // migration that rebuilds a parent table (create, copy, drop, rename) would cascade ON DELETE
-  // into its children when the old table is dropped. foreign_key_check before COMMIT takes its place.
-  sqlite.pragma("foreign_keys = OFF");
-  try {
-    await beginImmediate(sqlite, options.lockTimeoutMs ?? 60_000, logger);
-    try {
-      sqlite.exec(
-        `CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (name TEXT PRIMARY KEY NOT NULL, applied_at TEXT NOT NULL) STRICT`,
-      );
-      const result = await work(await createUmzug(options));
-      const violations = sqlite.pragma("foreign_key_check") as { table: string; parent: string }[];
-      if (violations.length > 0) {
-        const first = violations[0]!;
-        throw new MigrationError(
-          `migrations left ${violations.length} foreign key violation(s) (first: ${first.table} -> ${first.parent}); rolled back, the database is unchanged`,
-        );
-      }
-      sqlite.exec("COMMIT");
-      return result;
-    } catch (error) {
-      if (sqlite.inTransaction) sqlite.exec("ROLLBACK");
-      throw error;
-    }
-  } finally {
-    sqlite.pragma("foreign_keys = ON");
-  }
+  const { storage, logger } = options;
+  return storage.inMigrationTransaction(async (tx) => work(await createUmzug(options, tx), tx), {
+    lockTimeoutMs: options.lockTimeoutMs ?? 60_000,
+    logger,
+  });
 }
 
-// Kysely's SQLite driver can only issue a deferred BEGIN (kysely#1152), which can fail half-way
-// with SQLITE_BUSY; IMMEDIATE takes the write lock up front, so the pending list we read is the one
-// we apply. busy_timeout bounds one attempt; a long migration elsewhere gets retried until the deadline.
-async function beginImmediate(
-  sqlite: SqliteConnection,
-  lockTimeoutMs: number,
-  logger: Logger,
-): Promise<void> {
-  const deadline = Date.now() + lockTimeoutMs;
-  let warned = false;
-  for (;;) {
-    try {
-      sqlite.exec("BEGIN IMMEDIATE");
-      return;
-    } catch (error) {
-      const code = (error as { code?: string }).code ?? "";
-      if (!code.startsWith("SQLITE_BUSY") || Date.now() >= deadline) {
-        if (code.startsWith("SQLITE_BUSY")) {
-          throw new MigrationError(
-            `another process has held the database's write lock for over ${lockTimeoutMs} ms; nothing was migrated`,
-          );
-        }
-        throw error;
-      }
-      if (!warned) logger.info("waiting for another process to finish migrating");
-      warned = true;
-      // Yield between attempts rather than block: the logger writes asynchronously, and the
-      // operator should see "waiting" while we wait, not after.
-      await sleep(50);
-    }
-  }
-}
-
-async function createUmzug({ db, migrationsDir, logger }: MigratorOptions): Promise<Umzug<Kysely<any>>> {
+async function createUmzug(
+  { storage, migrationsDir, logger }: MigratorOptions,
+  tx: MigrationTransaction,
+): Promise<Umzug<Kysely<any>>> {
   // Loaded only when something is pending: umzug brings its command-line dependencies, a third of
   // the service's start-up time, and a start with nothing to migrate never needs them.
   const { Umzug } = await import("umzug");
-  const { sqlite } = db;
-  // Migrations run through the connection that holds the transaction; they must not open
-  // transactions of their own.
-  const kysely = new Kysely<any>({ dialect: new SqliteDialect({ database: sqlite }) });
-  // The record goes through the same connection, inside the same transaction as the schema change.
-  const storage: UmzugStorage<Kysely<any>> = {
-    executed: async () => readApplied(sqlite),
-    logMigration: async ({ name }) => {
-      sqlite
-        .prepare(`INSERT INTO ${MIGRATIONS_TABLE} (name, applied_at) VALUES (?, ?)`)
-        .run(name, new Date().toISOString());
-    },
-    unlogMigration: async ({ name }) => {
-      sqlite.prepare(`DELETE FROM ${MIGRATIONS_TABLE} WHERE name = ?`).run(name);
-    },
+  const context = storage.engine.migrationContext;
+  // The record goes through the transaction too: it commits with the schema change or not at all.
+  const record: UmzugStorage<Kysely<any>> = {
+    executed: () => tx.readApplied(),
+    logMigration: ({ name }) => tx.record(name),
+    unlogMigration: ({ name }) => tx.unrecord(name),
   };
   const umzug = new Umzug<Kysely<any>>({
     migrations: findMigrations(migrationsDir).map(({ name, path: file }) => ({
       name,
       path: file,
-      up: async ({ context }) => (await loadMigration(file)).up(context),
-      down: async ({ context }) => {
+      up: async () => (await loadMigration(file)).up(tx.kysely, context),
+      down: async () => {
         const { down } = await loadMigration(file);
         if (!down) throw new MigrationError(`${name} has no down() to revert it`);
-        await down(context);
+        await down(tx.kysely, context);
       },
     })),
-    context: kysely,
-    storage,
+    context: tx.kysely,
+    storage: record,
     logger: undefined,
   });
   const started = new Map<string, number>();
@@ -250,12 +196,15 @@ async function runReportingFailure(
   }
 }
 
-function backupBeforeChange(options: MigratorOptions, kind: BackupKind, migration: string): BackupFile {
+// Under the migration lock and before any change: what is copied is the last committed state,
+// which the lock keeps from changing until we commit.
+async function backupBeforeChange(
+  options: MigratorOptions,
+  kind: BackupKind,
+  migration: string,
+): Promise<BackupFile> {
   const started = performance.now();
-  // Through a second connection: VACUUM INTO cannot run inside our transaction, and a reader sees
-  // the last committed state, which our lock keeps from changing until we commit.
-  const backup = takeBackup({
-    databasePath: options.db.path,
+  const backup = await options.storage.engine.backup({
     backupDir: options.backupDir,
     kind,
     label: migration,
@@ -265,31 +214,6 @@ function backupBeforeChange(options: MigratorOptions, kind: BackupKind, migratio
     `${kind} backup taken and verified`,
   );
   return backup;
-}
-
-function readApplied(sqlite: SqliteConnection): string[] {
-  return appliedReader(sqlite)();
-}
-
-function appliedReader(sqlite: SqliteConnection): () => string[] {
-  const exists = sqlite.prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?");
-  // Prepared once the table exists (a database not yet migrated has none).
-  let names: { all(): unknown[] } | undefined;
-  return () => {
-    if (!exists.get(MIGRATIONS_TABLE)) return [];
-    names ??= sqlite.prepare(`SELECT name FROM ${MIGRATIONS_TABLE} ORDER BY name`).pluck();
-    return names.all() as string[];
-  };
-}
-
-function holdsTables(sqlite: SqliteConnection): boolean {
-  return (
-    sqlite
-      .prepare(
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name != ?",
-      )
-      .get(MIGRATIONS_TABLE) !== undefined
-  );
 }
 
 async function loadMigration(file: string): Promise<MigrationModule> {

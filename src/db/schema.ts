@@ -12,6 +12,9 @@ export interface NotesTable {
   updated_at: string;
 }
 
+/** Where the migrator records applied migrations, in the same transaction as their changes. */
+export const MIGRATIONS_TABLE = "schema_migrations";
+
 export interface SchemaMigrationsTable {
   name: string;
   applied_at: string;

@@ -1,23 +1,23 @@
 // /health (the database's state, 503 when it cannot serve) and /health/live (the process answers).
 import { Router } from "express";
 import packageJson from "../../package.json" with { type: "json" };
-import type { BackupSchedule } from "../db/backup-schedule.ts";
-import type { Database } from "../db/database.ts";
+import type { BackupSchedule } from "../backups/schedule.ts";
 import { findMigrations } from "../db/migrator.ts";
-import { createStatsReader, type DatabaseStats } from "../db/stats.ts";
+import { createStatusReader, type DatabaseReport } from "../db/status.ts";
+import type { Storage } from "../db/storage.ts";
 
 export interface HealthOptions {
-  db: Database;
+  storage: Storage;
   backupDir: string;
   migrationsDir: string;
   /** The service's scheduled backups, whose failures /health reports. */
-  backups?: Pick<BackupSchedule, "lastFailure">;
+  backups?: Pick<BackupSchedule, "lastFailure"> | undefined;
 }
 
-export function healthRouter({ db, backupDir, migrationsDir, backups }: HealthOptions): Router {
+export function healthRouter({ storage, backupDir, migrationsDir, backups }: HealthOptions): Router {
   const router = Router();
-  const readStats = createStatsReader({
-    db,
+  const readReport = createStatusReader({
+    storage,
     backupDir,
     migrations: findMigrations(migrationsDir),
     backupFailure: backups && (() => backups.lastFailure()),
@@ -27,33 +27,21 @@ export function healthRouter({ db, backupDir, migrationsDir, backups }: HealthOp
     res.json({ status: "ok" });
   });
 
-  router.get("/", (req, res) => {
+  router.get("/", async (req, res) => {
     const base = { version: packageJson.version, uptimeSeconds: Math.round(process.uptime()) };
-    let database: DatabaseStats;
+    let report: DatabaseReport;
     try {
-      database = readStats();
+      report = await readReport();
     } catch (error) {
       req.log.error({ err: error }, "health check cannot query the database");
       res.status(503).json({ status: "error", reason: "the database cannot be queried", ...base });
       return;
     }
-    const reason = unhealthyReason(database);
+    const { status: database, problem: reason } = report;
     res
       .status(reason ? 503 : 200)
       .json({ status: reason ? "error" : "ok", ...(reason && { reason }), ...base, database });
   });
 
   return router;
-}
-
-// Below this, a write of BODY_LIMIT's default size plus its WAL frames may no longer fit.
-const MIN_AVAILABLE_BYTES = 1024 * 1024;
-
-function unhealthyReason({ journalMode, migrations, availableBytes }: DatabaseStats): string | undefined {
-  if (journalMode !== "wal") return `the database is in ${journalMode} journal mode, not WAL`;
-  if (migrations.pending > 0) return `${migrations.pending} migration(s) pending: run npm run migrate`;
-  if (availableBytes < MIN_AVAILABLE_BYTES) {
-    return `storage is full: ${availableBytes} bytes left for the database (free disk space or max_page_count); writes answer 507 storage_full, reads still work`;
-  }
-  return undefined;
 }

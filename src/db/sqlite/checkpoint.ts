@@ -1,17 +1,8 @@
 // Explicit WAL checkpoints: fold the write-ahead log back into the database file and truncate it.
 // https://www.sqlite.org/pragma.html#pragma_wal_checkpoint
 import BetterSqlite3 from "better-sqlite3";
+import type { CheckpointResult } from "../storage.ts";
 import { fileSize } from "./stats.ts";
-
-export interface CheckpointResult {
-  /** A reader (or writer) in another connection kept the checkpoint from completing. */
-  busy: boolean;
-  /** Pages (WAL frames) in the log before the checkpoint, and how many reached the database file. */
-  walPages: number;
-  checkpointedPages: number;
-  walBytesBefore: number;
-  walBytesAfter: number;
-}
 
 /**
  * `wal_checkpoint(TRUNCATE)` through a connection of its own: safe while the service runs. It waits

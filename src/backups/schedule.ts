@@ -1,9 +1,9 @@
-// Scheduled backups inside the service: the process that owns the database snapshots it from a
-// worker thread (takeOnlineBackup), so requests go on being served, then applies retention.
+// Scheduled backups inside the service: the engine takes an online backup (requests go on being
+// served), then retention applies.
 import type { Config } from "../config.ts";
+import type { StorageEngine } from "../db/storage.ts";
 import type { Logger } from "../logger.ts";
-import { pruneBackups, takeOnlineBackup } from "./backup.ts";
-import type { Database } from "./database.ts";
+import { pruneBackups } from "./retention.ts";
 
 export interface BackupFailure {
   message: string;
@@ -18,12 +18,12 @@ export interface BackupSchedule {
 }
 
 export interface BackupScheduleOptions {
-  db: Database;
+  engine: StorageEngine;
   config: Pick<Config, "backupIntervalMs" | "backupDir" | "backupKeep" | "backupMaxAgeDays">;
   logger: Logger;
 }
 
-export function startBackupSchedule({ db, config, logger }: BackupScheduleOptions): BackupSchedule {
+export function startBackupSchedule({ engine, config, logger }: BackupScheduleOptions): BackupSchedule {
   const { backupIntervalMs } = config;
   let failure: BackupFailure | null = null;
   if (backupIntervalMs === null) return { lastFailure: () => null, stop: async () => {} };
@@ -35,14 +35,13 @@ export function startBackupSchedule({ db, config, logger }: BackupScheduleOption
   const run = async () => {
     const started = performance.now();
     try {
-      const backup = await takeOnlineBackup({
-        db,
+      const backup = await engine.backup({
         backupDir: config.backupDir,
         kind: "scheduled",
         signal: abort.signal,
       });
       const pruned = pruneBackups({
-        databasePath: db.path,
+        database: engine.database,
         backupDir: config.backupDir,
         keep: config.backupKeep,
         maxAgeDays: config.backupMaxAgeDays,

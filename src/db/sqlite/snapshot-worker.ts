@@ -1,7 +1,8 @@
-// Worker thread entry for takeOnlineBackup (backup.ts): the snapshot, its verification and fsync,
+// Worker thread entry for takeOnlineBackup (snapshot.ts): the snapshot, its verification and fsync,
 // off the service's event loop. Runs only when started as a worker.
 import { parentPort, workerData } from "node:worker_threads";
-import { BackupError, snapshotInto } from "./backup.ts";
+import { BackupError } from "../storage.ts";
+import { snapshotInto } from "./snapshot.ts";
 
 const { source, file } = workerData as { source: string; file: string };
 try {

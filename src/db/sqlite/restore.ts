@@ -1,42 +1,18 @@
-// Restore: put a verified backup in place of the database, keeping what was there, and never while
-// another process has the database open.
+// SQLite restore: put a verified backup in place of the database file, keeping what was there,
+// and never while another process has the database open.
 import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
+import { backupFileName, syncFile } from "../../backups/files.ts";
+import { BackupError, RestoreError, type RestoreOptions, type RestoreResult } from "../storage.ts";
+import { databaseNameOf } from "./open.ts";
 import {
   assertSound,
-  BackupError,
-  type BackupFile,
-  backupFileName,
   removeWithCompanions,
   SQLITE_COMPANIONS,
-  syncFile,
   takeBackup,
   verifyConnection,
-} from "./backup.ts";
-
-export class RestoreError extends Error {
-  override name = "RestoreError";
-}
-
-export interface RestoreOptions {
-  databasePath: string;
-  backupDir: string;
-  /** The backup to put in place. */
-  source: string;
-  now?: Date;
-}
-
-export interface RestoreResult {
-  source: string;
-  databasePath: string;
-  /** The database as it was, kept as a pre-restore backup; null when there was none. */
-  previous: BackupFile | null;
-  /** Set instead of `previous` when the old file could not be read through SQLite: its raw bytes. */
-  previousUnreadable: string[];
-  /** Companions of the old database found beside it and removed (-wal, -shm, -journal). */
-  removed: string[];
-}
+} from "./snapshot.ts";
 
 /**
  * Replaces `databasePath` with the backup at `source`:
@@ -51,7 +27,7 @@ export function restoreBackup({
   backupDir,
   source,
   now = new Date(),
-}: RestoreOptions): RestoreResult {
+}: RestoreOptions & { databasePath: string }): RestoreResult {
   const from = path.resolve(source);
   if (!fs.existsSync(from)) throw new RestoreError(`no backup at ${from}; nothing was changed.`);
   if (from === path.resolve(databasePath)) {
@@ -70,7 +46,15 @@ export function restoreBackup({
     for (const suffix of SQLITE_COMPANIONS) fs.rmSync(`${databasePath}${suffix}`, { force: true });
     fs.renameSync(staged.path, databasePath);
     syncFile(path.dirname(databasePath));
-    return { source: from, databasePath, ...kept, removed: stale };
+    return {
+      source: from,
+      target: databasePath,
+      previous: kept.previous,
+      notes: [
+        ...kept.unreadable.map((raw) => `kept      ${raw} (the old file, unreadable by SQLite)`),
+        ...stale.map((file) => `removed   ${file}`),
+      ],
+    };
   } finally {
     // The old file's lock goes first, the new file's last: until then a service that starts finds
     // the database locked and waits (or stops with an error), never a half-restored one.
@@ -163,7 +147,7 @@ function stageCopy(source: string, databasePath: string): { path: string; releas
 function keepCurrent(
   live: LiveLock,
   { databasePath, backupDir, now }: { databasePath: string; backupDir: string; now: Date },
-): Pick<RestoreResult, "previous" | "previousUnreadable"> {
+): { previous: RestoreResult["previous"]; unreadable: string[] } {
   if (live.connection) {
     try {
       const previous = takeBackup({
@@ -176,7 +160,7 @@ function keepCurrent(
       // Fold the WAL into the old file and drop it, under our lock: nothing of the old database
       // is left for SQLite to replay onto the new one.
       live.connection.pragma("journal_mode = DELETE");
-      return { previous, previousUnreadable: [] };
+      return { previous, unreadable: [] };
     } catch (error) {
       const code = (error as { code?: string }).code ?? "";
       if (!(error instanceof BackupError) && code !== "SQLITE_NOTADB" && !code.startsWith("SQLITE_CORRUPT")) {
@@ -184,15 +168,18 @@ function keepCurrent(
       }
     }
   } else if (!live.unreadable) {
-    return { previous: null, previousUnreadable: [] };
+    return { previous: null, unreadable: [] };
   }
   // Corrupt: SQLite cannot copy it, so its bytes are kept as they are, under a name that no listing
   // or restore takes for a backup.
   fs.mkdirSync(backupDir, { recursive: true, mode: 0o700 });
-  const base = path.join(
-    backupDir,
-    backupFileName(databasePath, "pre-restore", now).replace(/-pre-restore\.db$/, "-unreadable.db"),
-  );
+  const name = {
+    database: databaseNameOf(databasePath),
+    kind: "pre-restore",
+    createdAt: now,
+    extension: ".db",
+  } as const;
+  const base = path.join(backupDir, backupFileName(name).replace(/-pre-restore\.db$/, "-unreadable.db"));
   const kept: string[] = [];
   for (const suffix of ["", "-wal"]) {
     if (!fs.existsSync(`${databasePath}${suffix}`)) continue;
@@ -201,5 +188,5 @@ function keepCurrent(
     kept.push(`${base}${suffix}`);
   }
   syncFile(backupDir);
-  return { previous: null, previousUnreadable: kept };
+  return { previous: null, unreadable: kept };
 }

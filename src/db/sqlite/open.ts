@@ -4,32 +4,33 @@ import fs from "node:fs";
 import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { Kysely, type SqliteDatabase, SqliteDialect } from "kysely";
-import { findNewestBackup } from "./backup.ts";
-import type { DB } from "./schema.ts";
+import { findNewestBackup } from "../../backups/files.ts";
+import type { DB } from "../schema.ts";
+import { StorageStartupError } from "../storage.ts";
 
 export type SqliteConnection = BetterSqlite3.Database;
 
-export interface Database {
+export interface SqliteDb {
   /** Absolute path of the database file. */
   readonly path: string;
-  /** The typed query builder: the only way routes talk to the database. */
+  /** The typed query builder over the connection. */
   readonly kysely: Kysely<DB>;
-  /** The raw connection, for SQLite-specific work inside src/db/ only. */
+  /** The raw connection, for SQLite-specific work inside src/db/sqlite/ only. */
   readonly sqlite: SqliteConnection;
   /** Optimizes, checkpoints and closes; leaves no -wal or -shm behind. Safe to call twice. */
   close(): void;
 }
 
-export interface OpenDatabaseOptions {
+export interface OpenSqliteOptions {
   path: string;
   /** Where backups live: a failure to open names the newest one found there. */
   backupDir: string;
   busyTimeoutMs: number;
 }
 
-/** A database that cannot be opened: the message is the one line to print before exiting. */
-export class DatabaseStartupError extends Error {
-  override name = "DatabaseStartupError";
+/** The name a database's backups carry: its file name without the extension ("app" for app.db). */
+export function databaseNameOf(file: string): string {
+  return path.basename(file).replace(/\.[^.]*$/, "");
 }
 
 // Trade-offs, anchored on Rails 8's and PocketBase's SQLite defaults (see ../shared/SQLITE-NOTES.md).
@@ -53,9 +54,9 @@ const PRAGMAS = [
   "trusted_schema = OFF",
 ];
 
-export function openDatabase({ path: file, backupDir, busyTimeoutMs }: OpenDatabaseOptions): Database {
+export function openSqlite({ path: file, backupDir, busyTimeoutMs }: OpenSqliteOptions): SqliteDb {
   const fail = (problem: string): never => {
-    throw new DatabaseStartupError(`${problem} ${describeNewestBackup(backupDir, file)}`);
+    throw new StorageStartupError(`${problem} ${describeNewestBackup(backupDir, file)}`);
   };
   prepareFile(file);
   // A new, empty file gets its header on the first write.
@@ -68,31 +69,31 @@ export function openDatabase({ path: file, backupDir, busyTimeoutMs }: OpenDatab
   try {
     sqlite = new BetterSqlite3(file, { fileMustExist: true, timeout: busyTimeoutMs });
   } catch (error) {
-    throw new DatabaseStartupError(`cannot open database ${file}: ${(error as Error).message}`);
+    throw new StorageStartupError(`cannot open database ${file}: ${(error as Error).message}`);
   }
   try {
     // Reading the schema touches page 1: a file that is not a database fails here, not on a request.
     sqlite.prepare("SELECT count(*) FROM sqlite_schema").get();
     const mode = sqlite.pragma("journal_mode = WAL", { simple: true });
     if (mode !== "wal") {
-      throw new DatabaseStartupError(
+      throw new StorageStartupError(
         `SQLite refused WAL mode for ${file} (journal_mode is still "${mode}"): the filesystem lacks the shared memory WAL needs, as network filesystems and some Docker Desktop bind mounts do. Fix: put DATABASE_PATH on a local disk or a named Docker volume.`,
       );
     }
     for (const pragma of PRAGMAS) sqlite.pragma(pragma);
   } catch (error) {
     sqlite.close();
-    if (error instanceof DatabaseStartupError) throw error;
+    if (error instanceof StorageStartupError) throw error;
     const { code, message } = error as { code?: string; message: string };
     if (code === "SQLITE_NOTADB" || code?.startsWith("SQLITE_CORRUPT")) {
       fail(`${file} is not a SQLite database or is corrupt (${code}: ${message}); it was left untouched.`);
     }
     if (code?.startsWith("SQLITE_READONLY") || code?.startsWith("SQLITE_CANTOPEN")) {
-      throw new DatabaseStartupError(
+      throw new StorageStartupError(
         `cannot write to database ${file} or its -wal/-shm files (${code}). ${ownershipAdvice(file)}`,
       );
     }
-    throw new DatabaseStartupError(`cannot open database ${file}: ${code ?? "error"}: ${message}`);
+    throw new StorageStartupError(`cannot open database ${file}: ${code ?? "error"}: ${message}`);
   }
 
   // No CamelCasePlugin: columns keep their SQL names in TypeScript too (README, "Storage"). The
@@ -158,18 +159,18 @@ function prepareFile(file: string): void {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === "EEXIST" || code === "ENOTDIR") {
-      throw new DatabaseStartupError(
+      throw new StorageStartupError(
         `cannot create the database folder ${dir}: a file stands where a folder should be. Fix: move that file, or set DATABASE_PATH elsewhere.`,
       );
     }
     const existing = nearestExisting(dir);
     // A recursive mkdir on a read-only filesystem can report ENOENT rather than EROFS.
     if (code === "EROFS" || isOnReadOnlyFilesystem(existing)) {
-      throw new DatabaseStartupError(
+      throw new StorageStartupError(
         `cannot create the database folder ${dir}: the filesystem is read-only. Fix: mount a writable volume there, or set DATABASE_PATH to a writable place.`,
       );
     }
-    throw new DatabaseStartupError(
+    throw new StorageStartupError(
       `cannot create the database folder ${dir} (${code}). ${ownershipAdvice(existing)}`,
     );
   }
@@ -180,18 +181,18 @@ function prepareFile(file: string): void {
     const code = (error as NodeJS.ErrnoException).code;
     // EACCES: the folder exists but this uid may not even look inside it.
     if (code !== "ENOENT") {
-      throw new DatabaseStartupError(
+      throw new StorageStartupError(
         `cannot read the database folder ${dir} (${code}). ${ownershipAdvice(dir)}`,
       );
     }
   }
   if (stat?.isDirectory()) {
-    throw new DatabaseStartupError(
+    throw new StorageStartupError(
       `DATABASE_PATH ${file} is a directory, not a database file. Fix: set DATABASE_PATH to a file inside it, such as ${path.join(file, "app.db")}.`,
     );
   }
   if (stat && !stat.isFile()) {
-    throw new DatabaseStartupError(`DATABASE_PATH ${file} is not a regular file.`);
+    throw new StorageStartupError(`DATABASE_PATH ${file} is not a regular file.`);
   }
   // SQLite creates -wal and -shm beside the database, so the folder must be writable too.
   for (const target of [dir, ...(stat ? [file] : []), `${file}-wal`, `${file}-shm`]) {
@@ -201,11 +202,11 @@ function prepareFile(file: string): void {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === "ENOENT") continue;
       if (code === "EROFS") {
-        throw new DatabaseStartupError(
+        throw new StorageStartupError(
           `${target} is on a read-only filesystem. Fix: mount a writable volume there, or set DATABASE_PATH to a writable place.`,
         );
       }
-      throw new DatabaseStartupError(`cannot write to ${target}. ${ownershipAdvice(target)}`);
+      throw new StorageStartupError(`cannot write to ${target}. ${ownershipAdvice(target)}`);
     }
   }
   if (!stat) {
@@ -274,7 +275,7 @@ function probeSchema(file: string, fail: (problem: string) => never): void {
 function describeNewestBackup(backupDir: string, file: string): string {
   let newest: string | undefined;
   try {
-    newest = findNewestBackup(backupDir, file)?.path;
+    newest = findNewestBackup(backupDir, databaseNameOf(file))?.path;
   } catch {
     // An unreadable backup folder must not hide the original problem.
   }
