@@ -9,6 +9,7 @@ import type { Config } from "./config.ts";
 import type { Storage } from "./db/storage.ts";
 import { errorHandler, JSON_TYPES, notFound, requireJsonBody } from "./http/errors.ts";
 import { healthRouter } from "./http/health.ts";
+import type { Maintenance } from "./http/maintenance.ts";
 import { notesRouter } from "./http/notes.ts";
 import type { Logger } from "./logger.ts";
 
@@ -18,13 +19,15 @@ export interface AppDeps {
   logger: Logger;
   /** Scheduled backups, when the service runs them: their failures show in /health. */
   backups?: Pick<BackupSchedule, "lastFailure">;
+  /** Holds the API off with 503 while the database is swapped (online restore). */
+  maintenance?: Maintenance;
 }
 
 // Kept when a proxy or client sends one, so a request can be followed across services; anything
 // longer or with other characters (CR/LF, spaces, quotes) is replaced, never echoed.
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
-export function createApp({ config, storage, logger, backups }: AppDeps): Express {
+export function createApp({ config, storage, logger, backups, maintenance }: AppDeps): Express {
   const app = express();
   app.disable("x-powered-by");
   app.set("trust proxy", config.trustProxy);
@@ -57,13 +60,21 @@ export function createApp({ config, storage, logger, backups }: AppDeps): Expres
         res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
       },
     }),
-    requireJsonBody,
-    express.json({ limit: config.bodyLimit, type: JSON_TYPES }),
   );
+  // Before the body is read: a request still sending its body is in flight too, and the swap of
+  // an online restore waits for it.
+  if (maintenance) app.use("/api", maintenance.gate);
+  app.use(requireJsonBody, express.json({ limit: config.bodyLimit, type: JSON_TYPES }));
 
   app.use(
     "/health",
-    healthRouter({ storage, backupDir: config.backupDir, migrationsDir: config.migrationsDir, backups }),
+    healthRouter({
+      storage,
+      backupDir: config.backupDir,
+      migrationsDir: config.migrationsDir,
+      backups,
+      maintenance,
+    }),
   );
   app.use("/api/notes", notesRouter(storage.kysely));
 

@@ -13,7 +13,14 @@ export interface BackupFailure {
 export interface BackupSchedule {
   /** The most recent scheduled backup's failure, or null once one has succeeded since. */
   lastFailure(): BackupFailure | null;
-  /** Cancels the timer and aborts a backup in progress (its partial file is removed). */
+  /**
+   * Holds the schedule: aborts a backup in progress (its partial file is removed) and takes none
+   * until resume(). For work that must not race a backup, such as an online restore.
+   */
+  pause(): Promise<void>;
+  /** The next backup comes one interval after this call. */
+  resume(): void;
+  /** Cancels the timer and aborts a backup in progress, for good. */
   stop(): Promise<void>;
 }
 
@@ -26,20 +33,18 @@ export interface BackupScheduleOptions {
 export function startBackupSchedule({ engine, config, logger }: BackupScheduleOptions): BackupSchedule {
   const { backupIntervalMs } = config;
   let failure: BackupFailure | null = null;
-  if (backupIntervalMs === null) return { lastFailure: () => null, stop: async () => {} };
+  if (backupIntervalMs === null) {
+    return { lastFailure: () => null, pause: async () => {}, resume: () => {}, stop: async () => {} };
+  }
 
-  const abort = new AbortController();
   let timer: NodeJS.Timeout | undefined;
-  let running: Promise<void> | undefined;
+  let current: { abort: AbortController; done: Promise<void> } | undefined;
+  let held = false;
 
-  const run = async () => {
+  const run = async (signal: AbortSignal) => {
     const started = performance.now();
     try {
-      const backup = await engine.backup({
-        backupDir: config.backupDir,
-        kind: "scheduled",
-        signal: abort.signal,
-      });
+      const backup = await engine.backup({ backupDir: config.backupDir, kind: "scheduled", signal });
       const pruned = pruneBackups({
         database: engine.database,
         backupDir: config.backupDir,
@@ -57,7 +62,7 @@ export function startBackupSchedule({ engine, config, logger }: BackupScheduleOp
         "scheduled backup taken",
       );
     } catch (error) {
-      if (abort.signal.aborted) return;
+      if (signal.aborted) return;
       failure = { message: (error as Error).message, at: new Date() };
       logger.error({ err: error, backupDir: config.backupDir }, "scheduled backup failed");
     }
@@ -67,22 +72,38 @@ export function startBackupSchedule({ engine, config, logger }: BackupScheduleOp
   // overlaps the next; unref'd, so the timer alone never keeps the process alive.
   const schedule = () => {
     timer = setTimeout(() => {
-      running = run().finally(() => {
-        running = undefined;
-        if (!abort.signal.aborted) schedule();
-      });
+      const abort = new AbortController();
+      current = {
+        abort,
+        done: run(abort.signal).finally(() => {
+          current = undefined;
+          if (!held) schedule();
+        }),
+      };
     }, backupIntervalMs);
     timer.unref();
+  };
+  const hold = async () => {
+    held = true;
+    clearTimeout(timer);
+    current?.abort.abort();
+    await current?.done;
   };
   schedule();
   logger.info({ intervalMs: backupIntervalMs, backupDir: config.backupDir }, "scheduled backups on");
 
+  let stopped = false;
   return {
     lastFailure: () => failure,
+    pause: hold,
+    resume() {
+      if (stopped || !held) return;
+      held = false;
+      schedule();
+    },
     async stop() {
-      abort.abort();
-      clearTimeout(timer);
-      await running;
+      stopped = true;
+      await hold();
     },
   };
 }

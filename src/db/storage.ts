@@ -80,6 +80,14 @@ export interface Storage {
     work: (tx: MigrationTransaction) => Promise<T>,
     options: { lockTimeoutMs: number; logger: Logger },
   ): Promise<T>;
+  /**
+   * Closes every connection but keeps this Storage, and the Kysely its callers hold, for resume():
+   * queries in between fail with StorageUnavailableError. For swapping the database under a running
+   * service (online restore); absent where other processes may share the database.
+   */
+  suspend?(): Promise<void>;
+  /** Opens the database again after suspend(), as open() would (checks, settings). */
+  resume?(): Promise<void>;
   /** Closes every connection, leaving the database complete on its own. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -145,6 +153,11 @@ export interface EngineHealth {
 /** A database that cannot be opened: the message is the one line to print before exiting. */
 export class StorageStartupError extends Error {
   override name = "StorageStartupError";
+}
+
+/** The database is closed for a moment (maintenance) or out of reach: retry shortly. */
+export class StorageUnavailableError extends Error {
+  override name = "StorageUnavailableError";
 }
 
 /** A backup that could not be taken or failed its verification; nothing was kept. */

@@ -78,6 +78,16 @@ export function toHttpError(error: unknown): HttpError {
       return new HttpError(507, "storage_full", "the database has run out of storage space");
     case "constraint":
       return new HttpError(409, "conflict", "the change conflicts with stored data");
+    case "unavailable":
+      return new HttpError(
+        503,
+        "database_unavailable",
+        "the database is unavailable; retry shortly",
+        undefined,
+        {
+          "Retry-After": "5",
+        },
+      );
     case "readonly":
       return new HttpError(503, "database_readonly", "the database is read-only", undefined, {
         "Retry-After": "30",

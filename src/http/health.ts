@@ -5,6 +5,7 @@ import type { BackupSchedule } from "../backups/schedule.ts";
 import { findMigrations } from "../db/migrator.ts";
 import { createStatusReader, type DatabaseReport } from "../db/status.ts";
 import type { Storage } from "../db/storage.ts";
+import type { Maintenance } from "./maintenance.ts";
 
 export interface HealthOptions {
   storage: Storage;
@@ -12,9 +13,17 @@ export interface HealthOptions {
   migrationsDir: string;
   /** The service's scheduled backups, whose failures /health reports. */
   backups?: Pick<BackupSchedule, "lastFailure"> | undefined;
+  /** While on, /health answers 503 "maintenance" without touching the database. */
+  maintenance?: Pick<Maintenance, "active"> | undefined;
 }
 
-export function healthRouter({ storage, backupDir, migrationsDir, backups }: HealthOptions): Router {
+export function healthRouter({
+  storage,
+  backupDir,
+  migrationsDir,
+  backups,
+  maintenance,
+}: HealthOptions): Router {
   const router = Router();
   const readReport = createStatusReader({
     storage,
@@ -29,6 +38,10 @@ export function healthRouter({ storage, backupDir, migrationsDir, backups }: Hea
 
   router.get("/", async (req, res) => {
     const base = { version: packageJson.version, uptimeSeconds: Math.round(process.uptime()) };
+    if (maintenance?.active) {
+      res.status(503).json({ status: "maintenance", reason: "a database restore is in progress", ...base });
+      return;
+    }
     let report: DatabaseReport;
     try {
       report = await readReport();

@@ -3,10 +3,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { MigrationContext } from "../migrator.ts";
-import type { Storage, StorageEngine } from "../storage.ts";
+import { type Storage, type StorageEngine, StorageUnavailableError, verdictOf } from "../storage.ts";
 import { checkpointDatabase } from "./checkpoint.ts";
 import { appliedMigrationsReader, inSqliteMigrationTransaction } from "./migration.ts";
-import { databaseNameOf, openSqlite, type SqliteConnection } from "./open.ts";
+import { createSqliteKysely, databaseNameOf, openSqlite, type SqliteConnection } from "./open.ts";
 import { restoreBackup } from "./restore.ts";
 import { openForReading, takeOnlineBackup, verifyDatabaseFile } from "./snapshot.ts";
 import { countRows, createHealthReader } from "./stats.ts";
@@ -60,7 +60,16 @@ export function createSqliteEngine(options: SqliteEngineOptions): SqliteEngine {
     },
 
     async verify(file) {
-      return verifyDatabaseFile(file ?? databasePath);
+      try {
+        return verifyDatabaseFile(file ?? databasePath);
+      } catch (error) {
+        // A file SQLite cannot open as a database fails verification; it is not an error of ours.
+        const { code = "", message } = error as { code?: string; message: string };
+        if (code !== "SQLITE_NOTADB" && !code.startsWith("SQLITE_CORRUPT")) throw error;
+        return verdictOf([
+          { name: "integrity_check", findings: [`not a readable SQLite database (${code}: ${message})`] },
+        ]);
+      }
     },
 
     async restore(options) {
@@ -96,32 +105,49 @@ function openStorage(
   engine: StorageEngine,
   { countRowsUpToBytes = 64 * 2 ** 20, ...options }: SqliteEngineOptions,
 ): SqliteStorage {
-  const db = openSqlite({
-    path: options.databasePath,
-    backupDir: options.backupDir,
-    busyTimeoutMs: options.busyTimeoutMs,
-  });
-  const readHealth = createHealthReader(db);
-  const readApplied = appliedMigrationsReader(db.sqlite);
+  const open = () => {
+    const db = openSqlite({
+      path: options.databasePath,
+      backupDir: options.backupDir,
+      busyTimeoutMs: options.busyTimeoutMs,
+    });
+    // Prepared statements belong to their connection: made again with each one.
+    return { db, readHealth: createHealthReader(db), readApplied: appliedMigrationsReader(db.sqlite) };
+  };
+  let current: ReturnType<typeof open> | undefined = open();
+  const live = () => {
+    if (!current) throw new StorageUnavailableError("the database is closed for maintenance");
+    return current;
+  };
   return {
     engine,
-    kysely: db.kysely,
-    sqlite: db.sqlite,
+    kysely: createSqliteKysely(() => live().db.sqlite),
+    get sqlite() {
+      return live().db.sqlite;
+    },
     async readHealth() {
-      return readHealth();
+      return live().readHealth();
     },
     async readAppliedMigrations() {
-      return readApplied();
+      return live().readApplied();
     },
     async countRowsIfSmall() {
+      const { db, readHealth } = live();
       const { facts } = readHealth();
       return facts.pageSize * facts.pageCount <= countRowsUpToBytes ? countRows(db.sqlite) : null;
     },
     inMigrationTransaction(work, transactionOptions) {
-      return inSqliteMigrationTransaction(db.sqlite, work, transactionOptions);
+      return inSqliteMigrationTransaction(live().db.sqlite, work, transactionOptions);
+    },
+    async suspend() {
+      current?.db.close();
+      current = undefined;
+    },
+    async resume() {
+      current ??= open();
     },
     async close() {
-      db.close();
+      current?.db.close();
     },
   };
 }

@@ -96,17 +96,10 @@ export function openSqlite({ path: file, backupDir, busyTimeoutMs }: OpenSqliteO
     throw new StorageStartupError(`cannot open database ${file}: ${code ?? "error"}: ${message}`);
   }
 
-  // No CamelCasePlugin: columns keep their SQL names in TypeScript too (README, "Storage"). The
-  // plugin cost 11-18% of a note read's throughput, and it renames the keys of every object in a row,
-  // JSON values included once a dialect parses them (PostgreSQL's json columns).
-  const kysely = new Kysely<DB>({
-    dialect: new SqliteDialect({ database: withStatementCache(sqlite) }),
-  });
-
   let closed = false;
   return {
     path: file,
-    kysely,
+    kysely: createSqliteKysely(() => sqlite),
     sqlite,
     close() {
       if (closed || !sqlite.open) return;
@@ -123,18 +116,39 @@ export function openSqlite({ path: file, backupDir, busyTimeoutMs }: OpenSqliteO
   };
 }
 
+/**
+ * Kysely over whatever connection `connection()` returns when a query runs: a Storage keeps one
+ * Kysely (the one its routes hold) across a close and reopen of the file, as an online restore does.
+ * No CamelCasePlugin: columns keep their SQL names in TypeScript too (README, "Storage"). The
+ * plugin cost 11-18% of a note read's throughput, and it renames the keys of every object in a row,
+ * JSON values included once a dialect parses them (PostgreSQL's json columns).
+ */
+export function createSqliteKysely(connection: () => SqliteConnection): Kysely<DB> {
+  return new Kysely<DB>({ dialect: new SqliteDialect({ database: withStatementCache(connection) }) });
+}
+
 // Kysely's SQLite driver calls prepare(sql) for every query it runs: SQLite parses and plans the
 // SQL again each time, which costs more than the query itself for a point read by id (see README,
 // "Performance"). Routes run the same few SQL strings over and over, so their statements are kept,
 // by SQL text, most recently used last; the bound keeps queries whose text varies (IN lists of
-// every length) from growing the cache without end.
+// every length) from growing the cache without end. Statements belong to a connection: a new one
+// starts an empty cache.
 const STATEMENT_CACHE_SIZE = 100;
 
-export function withStatementCache(sqlite: SqliteConnection, size = STATEMENT_CACHE_SIZE): SqliteDatabase {
+export function withStatementCache(
+  connection: () => SqliteConnection,
+  size = STATEMENT_CACHE_SIZE,
+): SqliteDatabase {
   const cache = new Map<string, BetterSqlite3.Statement>();
+  let owner: SqliteConnection | undefined;
   return {
-    close: () => sqlite.close(),
+    close: () => connection().close(),
     prepare(sql) {
+      const sqlite = connection();
+      if (sqlite !== owner) {
+        cache.clear();
+        owner = sqlite;
+      }
       const cached = cache.get(sql);
       // A statement still iterating (a Kysely stream() not yet finished) cannot run again: a fresh one can.
       if (cached?.busy) return sqlite.prepare(sql);
