@@ -1,29 +1,20 @@
-# The service's image. Stages: `base` (Node, /app), `toolchain` (what npm needs to install
-# better-sqlite3), `dev` (every dependency, for docker-compose.dev.yml), `prod-deps` (production
-# dependencies only) and `runtime`, the default target: prod node_modules plus src/, migrations/,
-# scripts/ and the package files, run as the unprivileged `node` user (uid 1000).
+# The service's image. Stages: `base` (Node, /app, the package files), `dev` (every dependency, for
+# docker-compose.dev.yml), `prod-deps` (production dependencies only) and `runtime`, the default
+# target: prod node_modules plus src/, migrations/, scripts/ and the package files, run as the
+# unprivileged `node` user (uid 1000).
 #
 # Layer order: the package files and `npm ci` come before any source, so a change under src/ only
 # re-runs the final COPY layers (seconds); `npm ci` runs again only when the lockfile changes.
+#
+# No compiler stage: better-sqlite3 ships prebuilt binaries for glibc and musl on x64 and arm64,
+# and package.json denies its node-gyp script (allowScripts), so `npm ci` compiles nothing.
 
 # Node's major and Debian's release are pinned; `docker pull` brings the patch updates.
 FROM node:24-bookworm-slim AS base
 WORKDIR /app
-
-FROM base AS toolchain
-# npm runs better-sqlite3's node-gyp build on install: with the package's prebuilt binary for
-# this platform it only needs python3 and make to find there is nothing to compile; elsewhere it
-# compiles SQLite with g++. The runtime image never contains this stage. Versions follow bookworm's
-# security updates: a pinned Debian version vanishes from the mirror at the next point release.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ \
- && rm -rf /var/lib/apt/lists/*
-# Compile against the headers this image ships instead of downloading them.
-ENV npm_config_nodedir=/usr/local
 COPY package.json package-lock.json ./
 
-FROM toolchain AS dev
+FROM base AS dev
 ENV NODE_ENV=development DATABASE_PATH=/app/data/app.db BACKUP_DIR=/app/data/backups
 RUN npm ci --no-audit --no-fund --no-update-notifier && npm cache clean --force \
  && mkdir -p /app/data && chown node:node /app/data
@@ -33,7 +24,7 @@ EXPOSE 3000
 # node stays the process that receives SIGTERM (exec); its JSON lines go through pino-pretty.
 CMD ["bash", "-c", "exec node --watch-path=src --watch-path=migrations src/main.ts > >(exec node_modules/.bin/pino-pretty)"]
 
-FROM toolchain AS prod-deps
+FROM base AS prod-deps
 # Loading the native module here fails the build, not the container, if it does not work.
 RUN npm ci --omit=dev --no-audit --no-fund --no-update-notifier && npm cache clean --force \
  && node -e "new (require('better-sqlite3'))(':memory:').close()"
@@ -59,7 +50,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 # it under an init (compose `init: true`, or `docker run --init`) so signals and zombies are handled.
 CMD ["node", "src/main.ts"]
 COPY --from=prod-deps /app/node_modules ./node_modules
-COPY package.json package-lock.json ./
 COPY migrations ./migrations
 COPY scripts ./scripts
 COPY src ./src

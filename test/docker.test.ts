@@ -72,10 +72,10 @@ describe("Dockerfile", () => {
 
   it("ends with a runtime stage that copies prod dependencies, sources, migrations, scripts and package files only", () => {
     expect(runtime.name).toBe("runtime");
-    const copies = all(runtime, "COPY").map((i) => i.args);
+    const copies = lineage(dockerfile, runtime).flatMap((stage) => all(stage, "COPY").map((i) => i.args));
     expect(copies).toEqual([
-      "--from=prod-deps /app/node_modules ./node_modules",
       "package.json package-lock.json ./",
+      "--from=prod-deps /app/node_modules ./node_modules",
       "migrations ./migrations",
       "scripts ./scripts",
       "src ./src",
