@@ -87,7 +87,11 @@ async function migrateScratch(
       backupFirst: false,
     });
     await scratch.storage.close();
-    return { migrated: names, restored: await scratch.engine.countRows(), verdict: await scratch.engine.verify() };
+    return {
+      migrated: names,
+      restored: await scratch.engine.countRows(),
+      verdict: await scratch.engine.verify(),
+    };
   } finally {
     await scratch.dispose();
   }
