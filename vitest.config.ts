@@ -3,9 +3,11 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
-    // Child processes and real files: give them room, and isolate native handles per file.
+    // Child processes and real files: give them room, and isolate native handles per file. The
+    // timeouts only catch a hang: a test that starts several processes in a row can take tens of
+    // seconds on a loaded machine, and no test may depend on the machine's speed.
     pool: "forks",
-    testTimeout: 30_000,
-    hookTimeout: 30_000,
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
   },
 });
