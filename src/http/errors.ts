@@ -1,7 +1,7 @@
 // The one error shape, {"error": {code, message, details?, requestId}}, and the middleware that
 // turns any thrown error into it. Database failures arrive here already sorted into kinds.
 import type { ErrorRequestHandler, RequestHandler } from "express";
-import { ZodError } from "zod";
+import { ZodError, z } from "zod";
 import { classifyDatabaseError } from "../db/errors.ts";
 
 export class HttpError extends Error {
@@ -124,3 +124,23 @@ export const errorHandler: ErrorRequestHandler = (error, req, res, _next) => {
     },
   });
 };
+
+/**
+ * The error shape as a schema: the OpenAPI document's one `Error` component, which every error
+ * response refers to, and what the contract tests hold errorHandler's output to.
+ */
+export const errorBody = z
+  .strictObject({
+    error: z.strictObject({
+      code: z.string().meta({ description: "Stable and machine-readable", example: "not_found" }),
+      message: z.string().meta({ description: "For people; its wording may change" }),
+      details: z
+        .array(z.strictObject({ path: z.array(z.string()), message: z.string(), code: z.string() }))
+        .optional()
+        .meta({ description: "With validation_failed: one entry per problem in the request" }),
+      requestId: z
+        .string()
+        .meta({ description: "Also in the X-Request-Id header: quote it in a bug report" }),
+    }),
+  })
+  .meta({ id: "Error", description: "The one error shape of this API" });
