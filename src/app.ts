@@ -7,6 +7,7 @@ import { pinoHttp } from "pino-http";
 import type { BackupSchedule } from "./backups/schedule.ts";
 import type { Config } from "./config.ts";
 import type { Storage } from "./db/storage.ts";
+import type { ApiRoutes } from "./http/api-router.ts";
 import { errorHandler, JSON_TYPES, notFound, requireJsonBody } from "./http/errors.ts";
 import { healthRouter } from "./http/health.ts";
 import type { Maintenance } from "./http/maintenance.ts";
@@ -66,17 +67,18 @@ export function createApp({ config, storage, logger, backups, maintenance }: App
   if (maintenance) app.use("/api", maintenance.gate);
   app.use(requireJsonBody, express.json({ limit: config.bodyLimit, type: JSON_TYPES }));
 
-  app.use(
-    "/health",
-    healthRouter({
+  // The documented routers, by the path each is mounted at: /openapi.json describes exactly these.
+  const api: ApiRoutes = {
+    "/health": healthRouter({
       storage,
       backupDir: config.backupDir,
       migrationsDir: config.migrationsDir,
       backups,
       maintenance,
     }),
-  );
-  app.use("/api/notes", notesRouter(storage.kysely));
+    "/api/notes": notesRouter(storage.kysely),
+  };
+  for (const [path, { router }] of Object.entries(api)) app.use(path, router);
 
   app.use(notFound, errorHandler);
   return app;
