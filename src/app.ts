@@ -7,6 +7,7 @@ import { pinoHttp } from "pino-http";
 import type { BackupSchedule } from "./backups/schedule.ts";
 import type { Config } from "./config.ts";
 import type { Storage } from "./db/storage.ts";
+import { apiDocsRouter } from "./http/api-docs.ts";
 import type { ApiRoutes } from "./http/api-router.ts";
 import { errorHandler, JSON_TYPES, notFound, requireJsonBody } from "./http/errors.ts";
 import { healthRouter } from "./http/health.ts";
@@ -15,7 +16,7 @@ import { notesRouter } from "./http/notes.ts";
 import type { Logger } from "./logger.ts";
 
 export interface AppDeps {
-  config: Pick<Config, "bodyLimit" | "trustProxy" | "backupDir" | "migrationsDir">;
+  config: Pick<Config, "bodyLimit" | "trustProxy" | "backupDir" | "migrationsDir" | "apiDocs">;
   storage: Storage;
   logger: Logger;
   /** Scheduled backups, when the service runs them: their failures show in /health. */
@@ -79,6 +80,7 @@ export function createApp({ config, storage, logger, backups, maintenance }: App
     "/api/notes": notesRouter(storage.kysely),
   };
   for (const [path, { router }] of Object.entries(api)) app.use(path, router);
+  if (config.apiDocs) app.use(apiDocsRouter(api));
 
   app.use(notFound, errorHandler);
   return app;

@@ -15,6 +15,8 @@ const booleanString = z
   .enum(["true", "false", "1", "0", "yes", "no"], { error: "expected true or false" })
   .transform((v) => v === "true" || v === "1" || v === "yes");
 
+const onOff = z.enum(["on", "off"], { error: "expected on or off" }).transform((v) => v === "on");
+
 const integerString = (min: number, max: number) =>
   z
     .string()
@@ -85,6 +87,7 @@ const envSchema = z.object({
     .regex(/^\d+(\.\d+)?\s*(b|kb|mb)?$/i, { error: "expected a size such as 100kb, 1mb or 5000 (bytes)" })
     .default("100kb"),
   TRUST_PROXY: trustProxy.default(false),
+  API_DOCS: onOff.optional(),
 });
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -111,6 +114,8 @@ export interface Config {
   readonly busyTimeoutMs: number;
   readonly bodyLimit: string;
   readonly trustProxy: boolean | number | string;
+  /** GET /openapi.json and GET /docs; off by default in production. */
+  readonly apiDocs: boolean;
 }
 
 /** A bad environment: its message is the one line the process prints before it exits. */
@@ -147,5 +152,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     busyTimeoutMs: e.BUSY_TIMEOUT_MS,
     bodyLimit: e.BODY_LIMIT,
     trustProxy: e.TRUST_PROXY,
+    // Off in production unless asked for: no generator or docs assets loaded, nothing more exposed.
+    apiDocs: e.API_DOCS ?? e.NODE_ENV !== "production",
   });
 }
