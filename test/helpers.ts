@@ -16,6 +16,7 @@ import { type Config, loadConfig } from "../src/config.ts";
 import { runMigrations } from "../src/db/migrator.ts";
 import { createSqliteEngine, type SqliteStorage } from "../src/db/sqlite/engine.ts";
 import { createLogger, type Logger } from "../src/logger.ts";
+import { recordResponses } from "./contract.ts";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -105,7 +106,8 @@ export async function createTestApp(env: Record<string, string> = {}): Promise<T
     backupDir: config.backupDir,
     logger: silentLogger,
   });
-  const app = createApp({ config, storage, logger: silentLogger });
+  // Its responses are checked against its /openapi.json after each test (test/contract-setup.ts).
+  const app = recordResponses(createApp({ config, storage, logger: silentLogger }));
   return {
     app,
     storage,

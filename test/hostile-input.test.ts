@@ -19,7 +19,8 @@ let port: number;
 beforeAll(async () => {
   t = await createTestApp({ BODY_LIMIT: `${BODY_LIMIT}b` });
   const insert = t.storage.sqlite.prepare(
-    "INSERT INTO notes (title, body, created_at, updated_at) VALUES (?, ?, 'then', 'then')",
+    // Timestamps the API itself would write: its responses are held to /openapi.json (test/contract.ts).
+    "INSERT INTO notes (title, body, created_at, updated_at) VALUES (?, ?, '2000-01-01T00:00:00.000Z', '2000-01-01T00:00:00.000Z')",
   );
   for (let i = 1; i <= 5; i++) insert.run(`seed ${i}`, `body ${i}`);
   server = t.app.listen(0, "127.0.0.1");
