@@ -4,6 +4,7 @@ import { isIP } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import { isAgeX25519Recipient } from "./backups/offsite/age-recipient.ts";
 
 const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -68,6 +69,40 @@ const trustProxy = z.string().transform((value, ctx): boolean | number | string 
   return v;
 });
 
+// s3://bucket/prefix: the bucket as S3 names them (3-63 lowercase letters, digits, dots, hyphens),
+// the prefix without slashes at its ends.
+const s3Url = z.string().transform((value, ctx) => {
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(value);
+  const prefix = (m?.[2] ?? "").replace(/^\/+|\/+$/g, "");
+  if (!m || prefix.split("/").some((part) => part === "." || part === ".." || (prefix && part === ""))) {
+    ctx.addIssue({
+      code: "custom",
+      message:
+        "expected s3://bucket/prefix (a bucket name of 3-63 lowercase letters, digits, dots or hyphens; no empty, . or .. segments in the prefix)",
+    });
+    return z.NEVER;
+  }
+  return { bucket: m[1]!, prefix };
+});
+
+const endpointUrl = z.string().refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), {
+  error: "expected an http:// or https:// URL",
+});
+
+// One or more age X25519 public keys, separated by commas or whitespace.
+const ageRecipients = z.string().transform((value, ctx) => {
+  const keys = value.split(/[\s,]+/).filter(Boolean);
+  const bad = keys.find((key) => !isAgeX25519Recipient(key));
+  if (bad !== undefined || keys.length === 0) {
+    ctx.addIssue({
+      code: "custom",
+      message: `${bad === undefined ? "no key" : `"${bad}" is not an age X25519 public key`}: expected age1 followed by 58 characters, as age-keygen prints (age-keygen -y identity.txt)`,
+    });
+    return z.NEVER;
+  }
+  return keys;
+});
+
 const envSchema = z.object({
   NODE_ENV: z.enum(NODE_ENVS).default("development"),
   PORT: integerString(0, 65535).default(3000),
@@ -88,7 +123,26 @@ const envSchema = z.object({
     .default("100kb"),
   TRUST_PROXY: trustProxy.default(false),
   API_DOCS: onOff.optional(),
+  BACKUP_S3_URL: s3Url.optional(),
+  AWS_ACCESS_KEY_ID: z.string().optional(),
+  AWS_SECRET_ACCESS_KEY: z.string().optional(),
+  AWS_SESSION_TOKEN: z.string().optional(),
+  AWS_REGION: z
+    .string()
+    .regex(/^[a-z0-9-]+$/, { error: "expected a region name such as eu-west-1 or auto" })
+    .optional(),
+  AWS_ENDPOINT_URL_S3: endpointUrl.optional(),
+  AWS_ENDPOINT_URL: endpointUrl.optional(),
+  BACKUP_S3_FORCE_PATH_STYLE: booleanString.default(false),
+  BACKUP_AGE_RECIPIENT: ageRecipients.optional(),
+  BACKUP_AGE_IDENTITY_FILE: z.string().optional(),
+  BACKUP_S3_KEEP: integerString(1, 100_000).optional(),
+  BACKUP_S3_PRUNE: onOff.default(true),
+  BACKUP_DRILL_INTERVAL: interval.default(null),
 });
+
+// Never printed, not even in a configuration error.
+const SECRET_VARIABLES = new Set(["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -116,6 +170,39 @@ export interface Config {
   readonly trustProxy: boolean | number | string;
   /** GET /openapi.json and GET /docs; off by default in production. */
   readonly apiDocs: boolean;
+  /** Off-site copies of every backup in S3-compatible storage; null: BACKUP_S3_URL is unset. */
+  readonly offsite: OffsiteConfig | null;
+  /** How often a restore drill runs (from the bucket when off-site backups are on); null: never. */
+  readonly backupDrillIntervalMs: number | null;
+}
+
+export interface OffsiteConfig {
+  /** `s3://bucket/prefix`, normalised: what logs and messages name. */
+  readonly url: string;
+  readonly bucket: string;
+  /** Key prefix without slashes at its ends; "" for the bucket's root. */
+  readonly prefix: string;
+  readonly region: string;
+  /** AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL (MinIO, R2, Backblaze...); null: AWS itself. */
+  readonly endpoint: string | null;
+  readonly forcePathStyle: boolean;
+  /** null: the SDK's own chain (shared config files, instance or task role). */
+  readonly credentials: S3Credentials | null;
+  /** age X25519 public keys every object is encrypted to; empty: objects are not encrypted. */
+  readonly recipients: readonly string[];
+  /** Absolute path of the age identity file restores and drills decrypt with; null: none given. */
+  readonly identityFile: string | null;
+  /** Remote retention: the newest N backups of the database are kept in the bucket. */
+  readonly keep: number;
+  /** false: remote copies are never deleted here, the bucket's lifecycle rules do it. */
+  readonly prune: boolean;
+}
+
+/** The secret parts are not enumerable: JSON.stringify, pino and util.inspect leave them out. */
+export interface S3Credentials {
+  readonly accessKeyId: string;
+  readonly secretAccessKey: string;
+  readonly sessionToken?: string;
 }
 
 /** A bad environment: its message is the one line the process prints before it exits. */
@@ -130,9 +217,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const name = String(issue.path[0]);
-    throw new ConfigError(`invalid ${name}=${JSON.stringify(env[name])}: ${issue.message}`);
+    const shown = SECRET_VARIABLES.has(name) ? " (value hidden)" : `=${JSON.stringify(env[name])}`;
+    throw new ConfigError(`invalid ${name}${shown}: ${issue.message}`);
   }
   const e = result.data;
+  const offsite = e.BACKUP_S3_URL ? offsiteConfig(e, e.BACKUP_S3_URL, cwd) : null;
+  if (e.BACKUP_DRILL_INTERVAL !== null && offsite && offsite.recipients.length > 0 && !offsite.identityFile) {
+    throw new ConfigError(
+      "invalid BACKUP_DRILL_INTERVAL: a drill of encrypted off-site backups needs BACKUP_AGE_IDENTITY_FILE (or run db:restore -- --drill --from-remote latest from a host that holds the identity)",
+    );
+  }
   const databasePath = path.resolve(cwd, e.DATABASE_PATH);
   return Object.freeze({
     nodeEnv: e.NODE_ENV,
@@ -154,5 +248,43 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     trustProxy: e.TRUST_PROXY,
     // Off in production unless asked for: no generator or docs assets loaded, nothing more exposed.
     apiDocs: e.API_DOCS ?? e.NODE_ENV !== "production",
+    offsite,
+    backupDrillIntervalMs: e.BACKUP_DRILL_INTERVAL,
+  });
+}
+
+function offsiteConfig(
+  e: z.infer<typeof envSchema>,
+  { bucket, prefix }: { bucket: string; prefix: string },
+  cwd: string,
+): OffsiteConfig {
+  if (Boolean(e.AWS_ACCESS_KEY_ID) !== Boolean(e.AWS_SECRET_ACCESS_KEY)) {
+    const missing = e.AWS_ACCESS_KEY_ID ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID";
+    throw new ConfigError(`missing ${missing}: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY go together`);
+  }
+  let credentials: S3Credentials | null = null;
+  if (e.AWS_ACCESS_KEY_ID && e.AWS_SECRET_ACCESS_KEY) {
+    credentials = { accessKeyId: e.AWS_ACCESS_KEY_ID } as S3Credentials;
+    Object.defineProperty(credentials, "secretAccessKey", {
+      value: e.AWS_SECRET_ACCESS_KEY,
+      enumerable: false,
+    });
+    if (e.AWS_SESSION_TOKEN) {
+      Object.defineProperty(credentials, "sessionToken", { value: e.AWS_SESSION_TOKEN, enumerable: false });
+    }
+    Object.freeze(credentials);
+  }
+  return Object.freeze({
+    url: prefix ? `s3://${bucket}/${prefix}` : `s3://${bucket}`,
+    bucket,
+    prefix,
+    region: e.AWS_REGION ?? "us-east-1",
+    endpoint: e.AWS_ENDPOINT_URL_S3 ?? e.AWS_ENDPOINT_URL ?? null,
+    forcePathStyle: e.BACKUP_S3_FORCE_PATH_STYLE,
+    credentials,
+    recipients: Object.freeze(e.BACKUP_AGE_RECIPIENT ?? []),
+    identityFile: e.BACKUP_AGE_IDENTITY_FILE ? path.resolve(cwd, e.BACKUP_AGE_IDENTITY_FILE) : null,
+    keep: e.BACKUP_S3_KEEP ?? e.BACKUP_KEEP,
+    prune: e.BACKUP_S3_PRUNE,
   });
 }
