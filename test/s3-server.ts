@@ -9,7 +9,7 @@
 // NoSuchUpload as S3 does, so that the tests can see an aborted upload leave nothing behind.
 // The server also reports each request as it arrives (a JSON line on stdout) and, on request,
 // holds one part number's uploads without answering: a hung server, awaited rather than timed.
-// Run directly (node test/s3-server.ts DIR BUCKET) it serves until killed.
+// Run directly (node test/s3-server.ts DIR BUCKET [PORT]) it serves until killed.
 import { type ChildProcess, spawn } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -49,9 +49,12 @@ export interface S3Request {
   query: Record<string, string>;
 }
 
-/** Starts s3rver on 127.0.0.1 with `bucket` created, its files in `dir`. */
-export async function startS3Server(dir: string, bucket = "backups"): Promise<S3Server> {
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), dir, bucket], {
+/** Starts s3rver on 127.0.0.1 (a random port unless given) with `bucket` created, its files in `dir`. */
+export async function startS3Server(
+  dir: string,
+  { bucket = "backups", port: wanted = 0 } = {},
+): Promise<S3Server> {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), dir, bucket, String(wanted)], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
@@ -98,24 +101,30 @@ export async function startS3Server(dir: string, bucket = "backups"): Promise<S3
       BACKUP_S3_FORCE_PATH_STYLE: "true",
       ...extra,
     }),
-    config: (overrides = {}) => ({
-      url: `s3://${bucket}/app`,
-      bucket,
-      prefix: "app",
-      region: "us-east-1",
-      endpoint,
-      forcePathStyle: true,
-      credentials: S3RVER_KEY,
-      recipients: [],
-      identityFile: null,
-      keep: 10,
-      prune: true,
-      ...overrides,
-    }),
+    config: (overrides = {}) => s3rverConfig(endpoint, { bucket, ...overrides }),
     async kill() {
       child.kill("SIGKILL");
       await exited;
     },
+  };
+}
+
+/** Off-site settings for s3rver at `endpoint`, prefix "app" (what `env()` gives through loadConfig). */
+export function s3rverConfig(endpoint: string, overrides: Partial<OffsiteConfig> = {}): OffsiteConfig {
+  const bucket = overrides.bucket ?? "backups";
+  return {
+    url: `s3://${bucket}/app`,
+    bucket,
+    prefix: "app",
+    region: "us-east-1",
+    endpoint,
+    forcePathStyle: true,
+    credentials: S3RVER_KEY,
+    recipients: [],
+    identityFile: null,
+    keep: 10,
+    prune: true,
+    ...overrides,
   };
 }
 
@@ -136,11 +145,11 @@ interface KoaContext {
   body: unknown;
 }
 
-async function serve(dir: string, bucket: string): Promise<void> {
+async function serve(dir: string, bucket: string, port: number): Promise<void> {
   const S3rver = createRequire(import.meta.url)("s3rver");
   const server = new S3rver({
     address: "127.0.0.1",
-    port: 0,
+    port,
     silent: true,
     directory: dir,
     configureBuckets: [{ name: bucket }],
@@ -218,4 +227,4 @@ async function serve(dir: string, bucket: string): Promise<void> {
   process.stdout.write(`${JSON.stringify({ port: address.port })}\n`);
 }
 
-if (import.meta.main) await serve(process.argv[2]!, process.argv[3]!);
+if (import.meta.main) await serve(process.argv[2]!, process.argv[3]!, Number(process.argv[4] ?? 0));

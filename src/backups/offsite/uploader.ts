@@ -25,6 +25,8 @@ export interface OffsiteUploaderOptions {
   retryDelayMs?: (attempt: number) => number;
   /** Smallest multipart part size (tests make it small). */
   partSize?: number;
+  /** After stop(), how long parts in flight may take before the upload is aborted regardless. */
+  stopGraceMs?: number;
 }
 
 export interface OffsiteStatus {
@@ -65,6 +67,7 @@ export function createOffsiteUploader({
   listLocal,
   retryDelayMs = defaultRetryDelay,
   partSize,
+  stopGraceMs,
 }: OffsiteUploaderOptions): OffsiteUploader {
   const encrypted = config.recipients.length > 0;
   const abort = new AbortController();
@@ -130,6 +133,7 @@ export function createOffsiteUploader({
           recipients: config.recipients,
           signal: abort.signal,
           partSize,
+          stopGraceMs,
         });
         queue.delete(backup.file);
         remote.add(backup.file);
