@@ -1,18 +1,24 @@
 // npm run db:backup | db:list | db:verify [-- <file>] | db:checkpoint | db:restore -- <file>|--latest|--drill
+// Off-site (BACKUP_S3_URL): db:backup -- --upload | db:list -- --remote | db:restore -- --from-remote latest|NAME
 // Database maintenance from the command line, safe while the service runs (except restore, which
 // refuses to). The answer goes to stdout (--json for machines), diagnostics to stderr.
 import fs from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { type BackupFile, findNewestBackup, listBackups } from "../src/backups/files.ts";
-import { DrillError, runRestoreDrill } from "../src/backups/rehearsal.ts";
+import { OffsiteError } from "../src/backups/offsite/errors.ts";
+import { drillFromBucket, fetchBackup, listBucket, uploadNow } from "../src/backups/offsite/operations.ts";
+import { createProgress } from "../src/backups/offsite/progress.ts";
+import type { RemoteBackup } from "../src/backups/offsite/remote.ts";
+import { DrillError, type DrillReport, runRestoreDrill } from "../src/backups/rehearsal.ts";
 import { pruneBackups } from "../src/backups/retention.ts";
-import { type Config, ConfigError, loadConfig } from "../src/config.ts";
+import { type Config, ConfigError, loadConfig, type OffsiteConfig } from "../src/config.ts";
 import { MigrationError } from "../src/db/migrator.ts";
 import {
   BackupError,
   loadEngine,
   RestoreError,
+  type RestoreResult,
   type StorageEngine,
   StorageStartupError,
 } from "../src/db/storage.ts";
@@ -26,6 +32,13 @@ const USAGE = `usage: node scripts/db.ts <command> [options]
   restore FILE        put a backup in place of the database (the service must be stopped)
   restore --latest    the same with the newest backup
   restore --drill     restore the newest backup into a scratch file, migrate, verify, compare, delete
+off-site (BACKUP_S3_URL):
+  backup --upload                 take a backup, upload it, wait until it is in the bucket
+  list --remote                   the backups in the bucket, newest first
+  restore --from-remote latest|NAME [--identity FILE]
+                                  download, decrypt, check the SHA-256, then restore as above
+  restore --drill --from-remote latest|NAME [--identity FILE]
+                                  the drill, on a backup downloaded from the bucket
 options: --json (machine-readable output)`;
 
 // Exit codes: 0 done, 1 refused or failed (the message says why), 2 bad usage.
@@ -40,6 +53,10 @@ const { positionals, values } = parseArgs({
     json: { type: "boolean", default: false },
     latest: { type: "boolean", default: false },
     drill: { type: "boolean", default: false },
+    remote: { type: "boolean", default: false },
+    upload: { type: "boolean", default: false },
+    "from-remote": { type: "string" },
+    identity: { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
 });
@@ -67,6 +84,7 @@ try {
     DrillError,
     MigrationError,
     StorageStartupError,
+    OffsiteError,
   ].some((t) => error instanceof t);
   const code = (error as { code?: string }).code;
   const message = error instanceof Error ? error.message : String(error);
@@ -78,14 +96,17 @@ try {
 async function run(name: string | undefined, config: Config, engine: StorageEngine): Promise<boolean> {
   switch (name) {
     case "backup":
-      return backup(config, engine);
+      return values.upload ? backupAndUpload(config, engine) : backup(config, engine);
     case "list":
-      return list(config);
+      return values.remote ? listRemote(config) : list(config);
     case "verify":
       return verify(engine);
     case "checkpoint":
       return checkpoint(engine);
     case "restore":
+      if (values["from-remote"] !== undefined) {
+        return values.drill ? drillRemote(config, engine) : restoreRemote(config, engine);
+      }
       return values.drill ? drill(config, engine) : restore(config, engine);
     default:
       throw new UsageError(name ? `unknown command ${name}` : "which command?");
@@ -97,6 +118,17 @@ async function requireDatabase(engine: StorageEngine): Promise<void> {
 }
 
 async function backup(config: Config, engine: StorageEngine): Promise<boolean> {
+  const local = await takeLocalBackup(config, engine);
+  if (values.json) {
+    console.log(JSON.stringify({ backup: describe(local.taken), pruned: local.pruned.map(describe) }));
+  } else {
+    console.log(local.taken.path);
+    printBackupTaken(config, engine, local);
+  }
+  return true;
+}
+
+async function takeLocalBackup(config: Config, engine: StorageEngine) {
   await requireDatabase(engine);
   const started = performance.now();
   const taken = await engine.backup({ backupDir: config.backupDir, kind: "manual" });
@@ -106,16 +138,16 @@ async function backup(config: Config, engine: StorageEngine): Promise<boolean> {
     keep: config.backupKeep,
     maxAgeDays: config.backupMaxAgeDays,
   });
-  if (values.json) {
-    console.log(JSON.stringify({ backup: describe(taken), pruned: pruned.map(describe) }));
-  } else {
-    console.log(taken.path);
-    console.error(
-      `verified (${engine.verification.join(", ")}), ${formatBytes(taken.sizeBytes)} in ${Math.round(performance.now() - started)} ms`,
-    );
-    for (const old of pruned) console.error(`pruned ${old.file} (BACKUP_KEEP=${config.backupKeep})`);
-  }
-  return true;
+  return { taken, pruned, ms: Math.round(performance.now() - started) };
+}
+
+function printBackupTaken(
+  config: Config,
+  engine: StorageEngine,
+  { taken, pruned, ms }: Awaited<ReturnType<typeof takeLocalBackup>>,
+): void {
+  console.error(`verified (${engine.verification.join(", ")}), ${formatBytes(taken.sizeBytes)} in ${ms} ms`);
+  for (const old of pruned) console.error(`pruned ${old.file} (BACKUP_KEEP=${config.backupKeep})`);
 }
 
 function list(config: Config): boolean {
@@ -189,15 +221,20 @@ async function restore(config: Config, engine: StorageEngine): Promise<boolean> 
     if (!source) throw new CommandError(`no backup of ${engine.target} in ${config.backupDir}`);
   }
   const result = await engine.restore({ backupDir: config.backupDir, source: source! });
-  if (values.json) {
-    console.log(JSON.stringify({ ...result, previous: result.previous && describe(result.previous) }));
-    return true;
-  }
+  if (values.json) console.log(JSON.stringify(describeRestore(result)));
+  else printRestore(engine, result);
+  return true;
+}
+
+function describeRestore(result: RestoreResult) {
+  return { ...result, previous: result.previous && describe(result.previous) };
+}
+
+function printRestore(engine: StorageEngine, result: RestoreResult): void {
   console.log(`verified  ${result.source} (${engine.verification.join(", ")})`);
   if (result.previous) console.log(`kept      ${result.previous.path} (the database as it was)`);
   for (const note of result.notes) console.log(note);
   console.log(`restored  ${result.target} from ${path.basename(result.source)}`);
-  return true;
 }
 
 async function drill(config: Config, engine: StorageEngine): Promise<boolean> {
@@ -208,10 +245,16 @@ async function drill(config: Config, engine: StorageEngine): Promise<boolean> {
     migrationsDir: config.migrationsDir,
     logger: createLogger(config, 2),
   });
-  if (values.json) {
-    console.log(JSON.stringify({ ...report, backup: describe(report.backup) }));
-    return report.verdict.ok;
-  }
+  if (values.json) console.log(JSON.stringify(describeDrill(report)));
+  else printDrill(report);
+  return report.verdict.ok;
+}
+
+function describeDrill(report: DrillReport) {
+  return { ...report, backup: describe(report.backup) };
+}
+
+function printDrill(report: DrillReport): void {
   const { backup, migrated, verdict } = report;
   console.log(`backup    ${backup.path} (${backup.kind}, ${formatBytes(backup.sizeBytes)})`);
   console.log(`restored  into a scratch copy`);
@@ -233,7 +276,176 @@ async function drill(config: Config, engine: StorageEngine): Promise<boolean> {
     ]),
   );
   console.log(verdict.ok ? "drill passed; scratch copy deleted, nothing live touched" : "drill FAILED");
-  return verdict.ok;
+}
+
+// --- off-site: thin printing around src/backups/offsite/operations.ts --------------------------
+
+function requireOffsite(config: Config): OffsiteConfig {
+  if (!config.offsite) throw new CommandError("off-site backups are not configured: set BACKUP_S3_URL");
+  return config.offsite;
+}
+
+/** Aborted by SIGTERM or Ctrl-C: an upload in flight is aborted on the server, a download removed. */
+function stopSignal(): AbortSignal {
+  const controller = new AbortController();
+  const stop = (signal: NodeJS.Signals) => {
+    console.error(`${signal}: stopping`);
+    controller.abort();
+  };
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+  return controller.signal;
+}
+
+function progress(label: string, total: number) {
+  return createProgress({ label, total });
+}
+
+async function backupAndUpload(config: Config, engine: StorageEngine): Promise<boolean> {
+  const offsite = requireOffsite(config);
+  const local = await takeLocalBackup(config, engine);
+  if (!values.json) {
+    console.log(local.taken.path);
+    printBackupTaken(config, engine, local);
+  }
+  const { upload, pruned } = await uploadNow({
+    offsite,
+    database: engine.database,
+    backup: local.taken,
+    signal: stopSignal(),
+    progress,
+  }).catch((error: unknown) => {
+    throw new OffsiteError(`${(error as Error).message}; the local backup is kept: ${local.taken.path}`, {
+      cause: error,
+    });
+  });
+  if (values.json) {
+    console.log(
+      JSON.stringify({
+        backup: describe(local.taken),
+        pruned: local.pruned.map(describe),
+        upload,
+        prunedRemote: pruned.map(describeRemote),
+      }),
+    );
+    return true;
+  }
+  console.error(
+    `uploaded to ${offsite.url}: ${upload.key}, ${formatBytes(upload.objectBytes)} (${upload.encrypted ? "compressed, encrypted with age" : "compressed, NOT encrypted"}) in ${upload.ms} ms`,
+  );
+  for (const old of pruned)
+    console.error(`pruned ${old.key} from the bucket (BACKUP_S3_KEEP=${offsite.keep})`);
+  return true;
+}
+
+async function listRemote(config: Config): Promise<boolean> {
+  const offsite = requireOffsite(config);
+  const backups = await listBucket({ offsite, signal: stopSignal() });
+  if (values.json) {
+    console.log(JSON.stringify(backups.map(describeRemote)));
+    return true;
+  }
+  if (backups.length === 0) {
+    console.log(`no backups in ${offsite.url}`);
+    return true;
+  }
+  printTable(
+    ["created", "kind", "size", "encrypted", "uploaded", "name"],
+    backups.map((b) => [
+      formatTime(b.createdAt),
+      b.kind,
+      formatBytes(b.sizeBytes),
+      b.encrypted ? "age" : "NO",
+      formatTime(b.uploadedAt),
+      b.name,
+    ]),
+  );
+  const retention = offsite.prune
+    ? `BACKUP_S3_KEEP=${offsite.keep}`
+    : "retention left to the bucket's lifecycle rules";
+  console.log(`${backups.length} backup(s) in ${offsite.url} (${retention})`);
+  return true;
+}
+
+function fetchOptions(offsite: OffsiteConfig) {
+  if (file || values.latest || !values["from-remote"]) {
+    throw new UsageError("--from-remote takes latest or a backup's name");
+  }
+  return {
+    offsite,
+    which: values["from-remote"],
+    identityFile: values.identity,
+    signal: stopSignal(),
+    progress,
+  };
+}
+
+async function restoreRemote(config: Config, engine: StorageEngine): Promise<boolean> {
+  const offsite = requireOffsite(config);
+  const download = await fetchBackup({
+    ...fetchOptions(offsite),
+    database: engine.database,
+    dir: config.backupDir,
+  });
+  if (!values.json) printDownload(download);
+  // On a fresh host (the machine is gone) the data folder may not exist yet.
+  fs.mkdirSync(path.dirname(config.databasePath), { recursive: true, mode: 0o700 });
+  const result = await engine.restore({ backupDir: config.backupDir, source: download.path });
+  if (values.json) console.log(JSON.stringify({ download, restore: describeRestore(result) }));
+  else printRestore(engine, result);
+  return true;
+}
+
+async function drillRemote(config: Config, engine: StorageEngine): Promise<boolean> {
+  const offsite = requireOffsite(config);
+  const { download, drill } = await drillFromBucket({
+    ...fetchOptions(offsite),
+    engine,
+    backupDir: config.backupDir,
+    migrationsDir: config.migrationsDir,
+    logger: createLogger(config, 2),
+  });
+  if (values.json) {
+    console.log(JSON.stringify({ download, drill: describeDrill(drill) }));
+    return drill.verdict.ok;
+  }
+  printDownload(download);
+  printDrill(drill);
+  return drill.verdict.ok;
+}
+
+function printDownload(download: Awaited<ReturnType<typeof fetchBackup>>): void {
+  const { remote } = download;
+  const how = remote.encrypted
+    ? "decrypted (age), decompressed"
+    : "decompressed (the object is NOT encrypted)";
+  console.log(
+    download.downloaded
+      ? `fetched   ${remote.key} (${formatBytes(remote.sizeBytes)}): ${how}, SHA-256 matches, ${formatBytes(download.plainBytes)} in ${download.ms} ms`
+      : `fetched   nothing: ${download.path} is already here and matches ${remote.key}'s SHA-256`,
+  );
+}
+
+function describeRemote(b: RemoteBackup) {
+  return {
+    key: b.key,
+    name: b.name,
+    database: b.database,
+    kind: b.kind,
+    label: b.label ?? null,
+    format: b.format,
+    encrypted: b.encrypted,
+    createdAt: b.createdAt.toISOString(),
+    uploadedAt: b.uploadedAt.toISOString(),
+    sizeBytes: b.sizeBytes,
+  };
+}
+
+function formatTime(date: Date): string {
+  return date
+    .toISOString()
+    .replace("T", " ")
+    .replace(/\.\d+Z$/, "Z");
 }
 
 function describe(b: BackupFile) {
