@@ -47,6 +47,8 @@ export interface S3Request {
   method: string;
   path: string;
   query: Record<string, string>;
+  /** The request's checksum headers (x-amz-checksum-*, x-amz-sdk-checksum-*, x-amz-trailer) and content-encoding. */
+  checksumHeaders: Record<string, string>;
 }
 
 /** Starts s3rver on 127.0.0.1 (a random port unless given) with `bucket` created, its files in `dir`. */
@@ -140,6 +142,7 @@ interface KoaContext {
   method: string;
   path: string;
   query: Record<string, string | undefined>;
+  headers: Record<string, string>;
   status: number;
   type: string;
   body: unknown;
@@ -171,7 +174,13 @@ async function serve(dir: string, bucket: string, port: number): Promise<void> {
   server.middleware.unshift(async (ctx: KoaContext, next: () => Promise<void>) => {
     const [, name, ...key] = ctx.path.split("/").filter((part, i) => i < 2 || part !== "");
     const query = { ...ctx.query } as Record<string, string>;
-    process.stdout.write(`${JSON.stringify({ request: { method: ctx.method, path: ctx.path, query } })}\n`);
+    const checksumHeaders = Object.fromEntries(
+      Object.entries(ctx.headers).filter(([name]) =>
+        /^(x-amz-checksum-|x-amz-sdk-checksum-|x-amz-trailer$|content-encoding$)/.test(name),
+      ),
+    );
+    const request = { method: ctx.method, path: ctx.path, query, checksumHeaders };
+    process.stdout.write(`${JSON.stringify({ request })}\n`);
     if (name === "_control") {
       stalledPart = query.part;
       ctx.status = 204;

@@ -23,12 +23,13 @@ const IDLE_TIMEOUT_MS = 120_000;
 
 export async function openBucket(config: OffsiteConfig): Promise<Bucket> {
   const [sdk, { Upload }] = await Promise.all([import("@aws-sdk/client-s3"), import("@aws-sdk/lib-storage")]);
-  // Since v3.729 the SDK sends CRC32 checksums by default, as `aws-chunked` bodies with trailers.
-  // Several S3-compatible services reject those (Cloudflare R2 answers 501, Backblaze
-  // MalformedTrailerError) and one stores the chunk framing as the object's bytes (s3rver, which the
-  // tests use: 20,974,436 bytes kept for a 20,971,520-byte file). Litestream turns them off for any
+  // Since v3.729 the SDK sends CRC32 checksums by default: an x-amz-checksum-crc32 header on each
+  // buffered part (what lib-storage sends), an aws-chunked body with a trailer when a body streams.
+  // Several S3-compatible services refuse them (Cloudflare R2 answers 501, Backblaze
+  // MalformedTrailerError), and s3rver, which the tests use, stores the aws-chunked framing as the
+  // object's bytes (100,053 bytes kept for a 100,000-byte file). Litestream turns them off for any
   // non-AWS endpoint too. Integrity does not rest on them: every object carries the SHA-256 of the
-  // plain file, checked after each download (docs/offsite-backups.md, "Checksums").
+  // plain file, checked after each download (docs/offsite-backups.md, "Checksums"; OFFSITE notes).
   const checksums = isAwsEndpoint(config.endpoint) ? "WHEN_SUPPORTED" : "WHEN_REQUIRED";
   const client = new sdk.S3Client({
     region: config.region,
