@@ -16,6 +16,7 @@ import { generateX25519Identity, identityToRecipient } from "age-encryption";
 import { describe, expect, it } from "vitest";
 import { type BackupKind, backupFileName } from "../src/backups/files.ts";
 import { type DownloadOptions, downloadBackup } from "../src/backups/offsite/download.ts";
+import { createProgress } from "../src/backups/offsite/progress.ts";
 import { abortStaleUploads, listRemoteBackups, pruneRemoteBackups } from "../src/backups/offsite/remote.ts";
 import { type Bucket, isAwsEndpoint, openBucket } from "../src/backups/offsite/s3.ts";
 import { uploadBackup } from "../src/backups/offsite/upload.ts";
@@ -497,6 +498,44 @@ describe("a stopped upload", () => {
     const listed = await bucket.client.send(new ListMultipartUploadsCommand({ Bucket: s3.bucket }));
     expect(listed.Uploads ?? []).toEqual([]);
     expect(fs.existsSync(backup.path)).toBe(true);
+  });
+});
+
+describe("progress of a transfer", () => {
+  function terminal(isTTY: boolean) {
+    const written: string[] = [];
+    return { written, stream: { isTTY, write: (text: string) => written.push(text) > 0 } };
+  }
+
+  it("draws bytes done, rate and time left in place on a terminal, at most every 250 ms", () => {
+    const { written, stream } = terminal(true);
+    let now = 0;
+    const progress = createProgress({
+      label: "upload x.db",
+      total: 100 * 1024 * 1024,
+      stream,
+      now: () => now,
+    });
+    now = 1000;
+    progress.add(10 * 1024 * 1024);
+    now = 1100;
+    progress.add(10 * 1024 * 1024); // too soon: not drawn
+    now = 2000;
+    progress.add(20 * 1024 * 1024);
+    progress.finish();
+    expect(written).toEqual([
+      "\rupload x.db  10.0 MiB / 100.0 MiB  10%  10.0 MiB/s  9s left\x1b[K",
+      "\rupload x.db  40.0 MiB / 100.0 MiB  40%  20.0 MiB/s  3s left\x1b[K",
+      "\rupload x.db  40.0 MiB / 100.0 MiB  40%  20.0 MiB/s  in 2s\x1b[K\n",
+    ]);
+  });
+
+  it("writes nothing when the stream is not a terminal", () => {
+    const { written, stream } = terminal(false);
+    const progress = createProgress({ label: "upload x.db", total: 100, stream });
+    progress.add(50);
+    progress.finish();
+    expect(written).toEqual([]);
   });
 });
 
