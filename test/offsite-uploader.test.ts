@@ -4,14 +4,14 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { HeadObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { HeadObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { type BackupKind, backupFileName, listBackups } from "../src/backups/files.ts";
 import { createOffsiteUploader, type OffsiteUploaderOptions } from "../src/backups/offsite/uploader.ts";
 import type { OffsiteConfig } from "../src/config.ts";
 import { cleanupAfterEach, type LogLine } from "./helpers.ts";
-import { pendingUploads, S3RVER_KEY, type S3Server, s3rverConfig, startS3Server } from "./s3-server.ts";
+import { pendingUploads, type S3Server, s3rverConfig, sdkClient, startS3Server } from "./s3-server.ts";
 
 const { tempDir, defer } = cleanupAfterEach();
 
@@ -86,12 +86,7 @@ function uploader(config: OffsiteConfig, backupDir: string, options: Partial<Off
 }
 
 async function keysIn(s3: S3Server): Promise<string[]> {
-  const client = new S3Client({
-    endpoint: s3.endpoint,
-    region: "us-east-1",
-    forcePathStyle: true,
-    credentials: S3RVER_KEY,
-  });
+  const client = sdkClient(s3);
   try {
     const listed = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket }));
     return (listed.Contents ?? []).map((o) => o.Key!).sort();
@@ -257,12 +252,7 @@ describe("the off-site uploader", () => {
     up.enqueue(backup);
     await up.idle();
 
-    const client = new S3Client({
-      endpoint: s3.endpoint,
-      region: "us-east-1",
-      forcePathStyle: true,
-      credentials: S3RVER_KEY,
-    });
+    const client = sdkClient(s3);
     defer(() => client.destroy());
     const head = await client.send(
       new HeadObjectCommand({ Bucket: s3.bucket, Key: `app/${backup.file}.zst.age` }),

@@ -24,7 +24,7 @@ import type { OffsiteConfig } from "../src/config.ts";
 import { runMigrations } from "../src/db/migrator.ts";
 import { createSqliteEngine } from "../src/db/sqlite/engine.ts";
 import { cleanupAfterEach, silentLogger, testConfig } from "./helpers.ts";
-import { pendingUploads, S3RVER_KEY, type S3Server, startS3Server } from "./s3-server.ts";
+import { pendingUploads, type S3Server, sdkClient, startS3Server } from "./s3-server.ts";
 
 const { tempDir, defer } = cleanupAfterEach();
 
@@ -199,13 +199,7 @@ describe("off-site upload", () => {
 
     // The SDK's defaults, for comparison: a CRC32 on every write; as a streamed body, an aws-chunked
     // body with a trailer that s3rver stores as the object's bytes.
-    const { S3Client } = await import("@aws-sdk/client-s3");
-    const defaults = new S3Client({
-      endpoint: s3.endpoint,
-      region: "us-east-1",
-      forcePathStyle: true,
-      credentials: S3RVER_KEY,
-    });
+    const defaults = sdkClient(s3);
     defer(() => defaults.destroy());
     const key = "app/streamed-with-defaults";
     await defaults.send(

@@ -17,6 +17,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { S3Client } from "@aws-sdk/client-s3";
 import type { OffsiteConfig } from "../src/config.ts";
 
 /** s3rver's one account. */
@@ -109,6 +110,16 @@ export async function startS3Server(
       await exited;
     },
   };
+}
+
+/** A client of `server` with the SDK's defaults (checksums included), for looking at the bucket. */
+export function sdkClient(server: Pick<S3Server, "endpoint">): S3Client {
+  return new S3Client({
+    endpoint: server.endpoint,
+    region: "us-east-1",
+    forcePathStyle: true,
+    credentials: S3RVER_KEY,
+  });
 }
 
 /** Off-site settings for s3rver at `endpoint`, prefix "app" (what `env()` gives through loadConfig). */
