@@ -172,6 +172,9 @@ async function decodeInto(
   const meter = progress(remote.sizeBytes);
   let received = 0;
   const hash = crypto.createHash("sha256");
+  // Created now, not when a write stream gets round to opening it: a failure in the first
+  // milliseconds must not let the file appear after the caller has removed it.
+  const out = fs.createWriteStream(tmp, { fd: fs.openSync(tmp, "wx", 0o600) });
   try {
     const counted = body.pipe(
       counting(meter, (n) => {
@@ -188,10 +191,11 @@ async function decodeInto(
           yield chunk;
         }
       },
-      fs.createWriteStream(tmp, { flags: "wx", mode: 0o600 }),
+      out,
       { signal },
     );
   } catch (error) {
+    out.destroy();
     throw new OffsiteError(explainDecodeFailure(error, remote, received, identitySource), { cause: error });
   }
   meter.finish();
