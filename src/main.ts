@@ -10,6 +10,8 @@ const [
   { createApp },
   { loadConfig },
   { startBackupSchedule },
+  { startDrillSchedule },
+  { listBackups },
   { loadEngine },
   { runMigrations },
   logging,
@@ -19,6 +21,8 @@ const [
   import("./app.ts"),
   import("./config.ts"),
   import("./backups/schedule.ts"),
+  import("./backups/drill-schedule.ts"),
+  import("./backups/files.ts"),
   import("./db/storage.ts"),
   import("./db/migrator.ts"),
   import("./logger.ts"),
@@ -57,13 +61,32 @@ try {
   exitWithStartupError(error, logger);
 }
 
-const backups = startBackupSchedule({ engine: storage.engine, config, logger });
+const { engine } = storage;
+// Loaded only when BACKUP_S3_URL is set: a service without off-site backups never loads the S3 SDK.
+const offsite = config.offsite
+  ? (await import("./backups/offsite/uploader.ts")).createOffsiteUploader({
+      config: config.offsite,
+      logger,
+      database: engine.database,
+      listLocal: () => listBackups(config.backupDir).filter((b) => b.database === engine.database),
+    })
+  : undefined;
+const backups = startBackupSchedule({
+  engine,
+  config,
+  logger,
+  onBackup: offsite && ((backup) => offsite.enqueue(backup)),
+});
+const drills = startDrillSchedule({ engine, config, logger });
 const app = createApp({ config, storage, logger, backups });
 const running = await listen(app, config).catch((error: unknown) => exitWithStartupError(error, logger));
 logger.info(
-  { port: running.port, host: config.host, engine: storage.engine.name, database: storage.engine.target },
+  { port: running.port, host: config.host, engine: engine.name, database: engine.target },
   "listening",
 );
+// After listening, never before: the pre-migration backup, and any local backup the bucket lacks
+// (taken while the service was down, or by a command), upload in the background.
+offsite?.catchUp();
 
 let shuttingDown = false;
 const shutdown = async (signal: NodeJS.Signals) => {
@@ -77,7 +100,9 @@ const shutdown = async (signal: NodeJS.Signals) => {
   logger.info({ signal, timeoutMs: config.shutdownTimeoutMs }, "shutting down: draining requests");
   const { cut } = await stopped;
   if (cut > 0) logger.warn({ cut }, "shutdown timeout reached: cut the requests still running");
-  await backups.stop();
+  await Promise.all([backups.stop(), drills.stop()]);
+  // An upload in flight is aborted: no half object is left in the bucket.
+  await offsite?.stop();
   await storage.close();
   logger.info("database closed; bye");
   process.exit(0);
