@@ -103,6 +103,15 @@ const ageRecipients = z.string().transform((value, ctx) => {
   return keys;
 });
 
+// Bearer tokens for the operations routes. 32 characters of `openssl rand -hex 32` carry 128 bits
+// at least; a shorter value is most likely a placeholder or a password, not a generated secret.
+const TOKEN_HINT =
+  "generate one with: openssl rand -hex 32 (or node -e \"console.log(crypto.randomBytes(32).toString('hex'))\")";
+const token = z
+  .string()
+  .min(32, { error: `expected at least 32 characters; ${TOKEN_HINT}` })
+  .regex(/^[\x21-\x7e]+$/, { error: `expected printable ASCII without spaces; ${TOKEN_HINT}` });
+
 const envSchema = z.object({
   NODE_ENV: z.enum(NODE_ENVS).default("development"),
   PORT: integerString(0, 65535).default(3000),
@@ -139,10 +148,17 @@ const envSchema = z.object({
   BACKUP_S3_KEEP: integerString(1, 100_000).optional(),
   BACKUP_S3_PRUNE: onOff.default(true),
   BACKUP_DRILL_INTERVAL: interval.default(null),
+  ADMIN_TOKEN: token.optional(),
+  METRICS_TOKEN: token.optional(),
 });
 
 // Never printed, not even in a configuration error.
-const SECRET_VARIABLES = new Set(["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]);
+const SECRET_VARIABLES = new Set([
+  "AWS_SECRET_ACCESS_KEY",
+  "AWS_SESSION_TOKEN",
+  "ADMIN_TOKEN",
+  "METRICS_TOKEN",
+]);
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
@@ -174,6 +190,10 @@ export interface Config {
   readonly offsite: OffsiteConfig | null;
   /** How often a restore drill runs (from the bucket when off-site backups are on); null: never. */
   readonly backupDrillIntervalMs: number | null;
+  /** Bearer token for /health/details and the operations API; null: those routes answer 404. */
+  readonly adminToken: string | null;
+  /** Bearer token for GET /metrics only (the admin token works there too); null: admin only. */
+  readonly metricsToken: string | null;
 }
 
 export interface OffsiteConfig {
@@ -221,6 +241,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     throw new ConfigError(`invalid ${name}${shown}: ${issue.message}`);
   }
   const e = result.data;
+  if (e.METRICS_TOKEN !== undefined && e.METRICS_TOKEN === e.ADMIN_TOKEN) {
+    throw new ConfigError(
+      `invalid METRICS_TOKEN: it equals ADMIN_TOKEN, so whoever scrapes could also operate; ${TOKEN_HINT}`,
+    );
+  }
   const offsite = e.BACKUP_S3_URL ? offsiteConfig(e, e.BACKUP_S3_URL, cwd) : null;
   if (e.BACKUP_DRILL_INTERVAL !== null && offsite && offsite.recipients.length > 0 && !offsite.identityFile) {
     throw new ConfigError(
@@ -250,6 +275,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     apiDocs: e.API_DOCS ?? e.NODE_ENV !== "production",
     offsite,
     backupDrillIntervalMs: e.BACKUP_DRILL_INTERVAL,
+    adminToken: e.ADMIN_TOKEN ?? null,
+    metricsToken: e.METRICS_TOKEN ?? null,
   });
 }
 
