@@ -6,34 +6,47 @@ import helmet from "helmet";
 import { pinoHttp } from "pino-http";
 import type { BackupSchedule } from "./backups/schedule.ts";
 import type { Config } from "./config.ts";
+import { findMigrations } from "./db/migrator.ts";
+import { createStatusReader } from "./db/status.ts";
 import type { Storage } from "./db/storage.ts";
 import { apiDocsRouter } from "./http/api-docs.ts";
 import type { ApiRoutes } from "./http/api-router.ts";
-import { errorHandler, JSON_TYPES, notFound, requireJsonBody } from "./http/errors.ts";
+import { createOperationsAuth } from "./http/auth.ts";
+import { createErrorHandler, JSON_TYPES, notFound, requireJsonBody } from "./http/errors.ts";
 import { healthRouter } from "./http/health.ts";
 import type { Maintenance } from "./http/maintenance.ts";
+import { metricsRouter } from "./http/metrics.ts";
 import { notesRouter } from "./http/notes.ts";
+import { redactUrl } from "./http/redact-url.ts";
 import type { Logger } from "./logger.ts";
+import type { ServiceMetrics } from "./metrics/prometheus.ts";
 
 export interface AppDeps {
-  config: Pick<Config, "bodyLimit" | "trustProxy" | "backupDir" | "migrationsDir" | "apiDocs">;
+  config: Pick<
+    Config,
+    "bodyLimit" | "trustProxy" | "backupDir" | "migrationsDir" | "apiDocs" | "adminToken" | "metricsToken"
+  >;
   storage: Storage;
   logger: Logger;
   /** Scheduled backups, when the service runs them: their failures show in /health. */
   backups?: Pick<BackupSchedule, "lastFailure">;
   /** Holds the API off with 503 while the database is swapped (online restore). */
   maintenance?: Maintenance;
+  /** Prometheus metrics (src/metrics/prometheus.ts), when a token is set: served on GET /metrics. */
+  metrics?: Pick<ServiceMetrics, "httpMiddleware" | "scrape" | "recorder">;
 }
 
 // Kept when a proxy or client sends one, so a request can be followed across services; anything
 // longer or with other characters (CR/LF, spaces, quotes) is replaced, never echoed.
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
-export function createApp({ config, storage, logger, backups, maintenance }: AppDeps): Express {
+export function createApp({ config, storage, logger, backups, maintenance, metrics }: AppDeps): Express {
   const app = express();
   app.disable("x-powered-by");
   app.set("trust proxy", config.trustProxy);
+  const auth = createOperationsAuth(config);
 
+  if (metrics) app.use(metrics.httpMiddleware);
   app.use(
     helmet(),
     pinoHttp({
@@ -50,13 +63,19 @@ export function createApp({ config, storage, logger, backups, maintenance }: App
         if (res.statusCode >= 400) return "warn";
         // Express strips a router's mount path from req.url; originalUrl keeps it.
         const url = (req as { originalUrl?: string }).originalUrl ?? req.url ?? "";
-        return url.startsWith("/health") ? "debug" : "info";
+        return url.startsWith("/health") || url.startsWith("/metrics") ? "debug" : "info";
+      },
+      // Who called a guarded route (a name and a token fingerprint, never the token), or why not.
+      customProps: (_req, res) => {
+        const auth = (res as { locals?: { auth?: unknown } }).locals?.auth;
+        // Typed as always an object, but pino-http skips a falsy one; {} would cost a child logger.
+        return (auth === undefined ? undefined : { auth }) as object;
       },
       serializers: {
         req: (req: { id: unknown; method: string; url: string; remoteAddress: string }) => ({
           id: req.id,
           method: req.method,
-          url: req.url,
+          url: redactUrl(req.url),
           remoteAddress: req.remoteAddress,
         }),
         res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
@@ -68,20 +87,24 @@ export function createApp({ config, storage, logger, backups, maintenance }: App
   if (maintenance) app.use("/api", maintenance.gate);
   app.use(requireJsonBody, express.json({ limit: config.bodyLimit, type: JSON_TYPES }));
 
+  const readDetails = createStatusReader({
+    storage,
+    backupDir: config.backupDir,
+    migrations: findMigrations(config.migrationsDir),
+    backupFailure: backups && (() => backups.lastFailure()),
+  });
   // The documented routers, by the path each is mounted at: /openapi.json describes exactly these.
   const api: ApiRoutes = {
-    "/health": healthRouter({
-      storage,
-      backupDir: config.backupDir,
-      migrationsDir: config.migrationsDir,
-      backups,
-      maintenance,
-    }),
+    "/health": healthRouter({ readDetails, requireAdmin: auth.admin, maintenance }),
+    ...(metrics && { "/metrics": metricsRouter({ metrics, requireToken: auth.metrics }) }),
     "/api/notes": notesRouter(storage.kysely),
   };
   for (const [path, { router }] of Object.entries(api)) app.use(path, router);
   if (config.apiDocs) app.use(apiDocsRouter(api));
 
-  app.use(notFound, errorHandler);
+  app.use(
+    notFound,
+    createErrorHandler({ onDatabaseError: metrics && ((kind) => metrics.recorder.statementError(kind)) }),
+  );
   return app;
 }

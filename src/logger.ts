@@ -14,7 +14,14 @@ export type { Logger };
  */
 export function createLogger({ logLevel }: { logLevel: LogLevel }, fd: 1 | 2 = 1): Logger {
   return pino(
-    { level: logLevel, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+    {
+      level: logLevel,
+      base: { pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      // pino-http's request serializer (src/app.ts) keeps no header at all; this covers any line
+      // that logs a request's headers some other way.
+      redact: { paths: ["req.headers.authorization", "req.headers.cookie"], censor: "[redacted]" },
+    },
     pino.destination({ fd, sync: false }),
   );
 }

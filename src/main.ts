@@ -62,6 +62,11 @@ try {
 }
 
 const { engine } = storage;
+// prom-client is loaded only when someone may scrape: it costs ~100 ms and ~20 MB at start.
+const metrics =
+  config.metricsToken !== null || config.adminToken !== null
+    ? await import("./metrics/service-metrics.ts").then((m) => m.createServiceMetrics({ storage, config }))
+    : undefined;
 // Loaded only when BACKUP_S3_URL is set: a service without off-site backups never loads the S3 SDK.
 const offsite = config.offsite
   ? (await import("./backups/offsite/uploader.ts")).createOffsiteUploader({
@@ -76,9 +81,10 @@ const backups = startBackupSchedule({
   config,
   logger,
   onBackup: offsite && ((backup) => offsite.enqueue(backup)),
+  hooks: metrics?.recorder,
 });
 const drills = startDrillSchedule({ engine, config, logger });
-const app = createApp({ config, storage, logger, backups });
+const app = createApp({ config, storage, logger, backups, metrics });
 const running = await listen(app, config).catch((error: unknown) => exitWithStartupError(error, logger));
 logger.info(
   { port: running.port, host: config.host, engine: engine.name, database: engine.target },

@@ -10,6 +10,7 @@ import { listBackups } from "../src/backups/files.ts";
 import { startBackupSchedule } from "../src/backups/schedule.ts";
 import { verifyDatabaseFile } from "../src/db/sqlite/snapshot.ts";
 import { cleanupAfterEach, createTestApp, type LogLine, makeTempDir, startService } from "./helpers.ts";
+import { ADMIN_TOKEN, bearer, healthDetails } from "./ops-helpers.ts";
 
 const { defer } = cleanupAfterEach();
 
@@ -43,6 +44,7 @@ describe("scheduled backups", () => {
       DATABASE_PATH: databasePath,
       BACKUP_INTERVAL: "1s",
       BACKUP_KEEP: "2",
+      ADMIN_TOKEN,
     });
     defer(() => void service.process.kill("SIGKILL"));
     const post = await fetch(`http://127.0.0.1:${service.port}/api/notes`, {
@@ -58,7 +60,7 @@ describe("scheduled backups", () => {
     // Two more, so retention (BACKUP_KEEP=2) has had something to prune.
     const third = await service.waitForLog((l) => isTaken(l) && service.logs.filter(isTaken).length >= 3);
     expect(third.pruned).toEqual([path.basename(first.backup as string)]);
-    const health = (await (await fetch(`http://127.0.0.1:${service.port}/health`)).json()) as any;
+    const { body: health } = await healthDetails(service.port);
     expect(health.status).toBe("ok");
     expect(health.database.lastBackup).toMatchObject({ file: expect.stringMatching(/-scheduled\.db$/) });
     expect(health.database.lastBackup.error).toBeUndefined();
@@ -71,7 +73,7 @@ describe("scheduled backups", () => {
   });
 
   it("logs a failure and shows it in /health while the service keeps serving", async () => {
-    const t = await createTestApp();
+    const t = await createTestApp({ ADMIN_TOKEN });
     defer(() => t.close());
     // A file where the backup folder should be: every backup fails.
     const blocked = path.join(t.dir, "not-a-folder");
@@ -85,7 +87,7 @@ describe("scheduled backups", () => {
     expect(line.level).toBe(50); // error
 
     const app = createApp({ config, storage: t.storage, logger, backups });
-    const res = await request(app).get("/health").expect(200);
+    const res = await request(app).get("/health/details").set(bearer(ADMIN_TOKEN)).expect(200);
     expect(res.body.database.lastBackup).toEqual({
       file: null,
       createdAt: null,

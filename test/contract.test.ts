@@ -9,12 +9,13 @@ import { apiRouter } from "../src/http/api-router.ts";
 import { errorHandler, notFound } from "../src/http/errors.ts";
 import { checkRecordedResponses, recordResponses } from "./contract.ts";
 import { cleanupAfterEach, createTestApp } from "./helpers.ts";
+import { ADMIN_TOKEN, bearer } from "./ops-helpers.ts";
 
 const { defer } = cleanupAfterEach();
 
 describe("contract", () => {
   it("covers every documented status of every operation, each response matching the document", async () => {
-    const t = await createTestApp({ BODY_LIMIT: "1kb" });
+    const t = await createTestApp({ BODY_LIMIT: "1kb", ADMIN_TOKEN });
     defer(() => t.close());
     const app = request(t.app);
     const big = { title: "big", body: "x".repeat(2000) };
@@ -22,6 +23,8 @@ describe("contract", () => {
 
     await app.get("/health/live").expect(200);
     await app.get("/health").expect(200);
+    await app.get("/health/details").set(bearer(ADMIN_TOKEN)).expect(200);
+    await app.get("/health/details").expect(401);
 
     await app.post("/api/notes").send({ title: "first" }).expect(201);
     await app.post("/api/notes").send({}).expect(400);
@@ -49,6 +52,7 @@ describe("contract", () => {
     // Not in WAL mode: the service cannot serve.
     t.storage.sqlite.pragma("journal_mode = DELETE");
     await app.get("/health").expect(503);
+    await app.get("/health/details").set(bearer(ADMIN_TOKEN)).expect(503);
 
     const { failures, checked } = await checkRecordedResponses();
     expect(failures).toEqual([]);

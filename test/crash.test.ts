@@ -6,6 +6,7 @@ import path from "node:path";
 import BetterSqlite3 from "better-sqlite3";
 import { afterAll, describe, expect, it } from "vitest";
 import { callService, makeTempDir, type ServiceChild, startService } from "./helpers.ts";
+import { ADMIN_TOKEN, healthDetails } from "./ops-helpers.ts";
 
 const ROUNDS = process.env.SOAK ? 120 : 20;
 const WORKERS = 8;
@@ -132,8 +133,8 @@ describe("kill -9 under a concurrent write load", () => {
         // A readonly connection can read a WAL database only while -shm exists; kill -9 leaves it.
         verify(file, ledger);
       }
-      service = await startService({ DATABASE_PATH: file });
-      const health = await callService(service.port, "GET", "/health");
+      service = await startService({ DATABASE_PATH: file, ADMIN_TOKEN });
+      const health = await healthDetails(service.port);
       expect(health.status).toBe(200);
       expect(health.body.database.tables.notes).toBe(ledger.acked.size);
       console.info(

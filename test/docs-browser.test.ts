@@ -112,7 +112,8 @@ describe("/docs in headless Chromium", () => {
     const context = await newContext(ctx);
     const service = track(await startService({ DATABASE_PATH: path.join(tempDir(), "app.db") }));
     const { page, problems } = await openDocs(context, `http://api.test:${service.port}`);
-    expect(await page.locator(".opblock").count()).toBe(7);
+    // The notes (5) and health (3: live, the public check, the details behind ADMIN_TOKEN) operations.
+    expect(await page.locator(".opblock").count()).toBe(8);
     expect(problems).toEqual([]);
   });
 });

@@ -25,6 +25,7 @@ import {
   silentLogger,
   startService,
 } from "./helpers.ts";
+import { ADMIN_TOKEN, bearer, healthDetails } from "./ops-helpers.ts";
 
 const { defer, track, tempDir } = cleanupAfterEach();
 
@@ -92,7 +93,7 @@ function expectErrorBody(body: any, code: string) {
 
 describe("disk full", () => {
   it("answers 507 storage_full to writes, keeps reads working, says why in /health, and recovers", async () => {
-    const t = await createTestApp();
+    const t = await createTestApp({ ADMIN_TOKEN });
     defer(() => t.close());
     const { sqlite } = t.storage;
     const first = await request(t.app).post("/api/notes").send({ title: "before", body: "b" }).expect(201);
@@ -124,7 +125,8 @@ describe("disk full", () => {
     const read = await request(t.app).get(`/api/notes/${first.body.id}`).expect(200);
     expect(read.body.body).toBe("b");
     await request(t.app).get("/api/notes?limit=100").expect(200);
-    const health = await request(t.app).get("/health").expect(503);
+    await request(t.app).get("/health").expect(503, { status: "error", reason: "storage full" });
+    const health = await request(t.app).get("/health/details").set(bearer(ADMIN_TOKEN)).expect(503);
     expect(health.body.reason).toMatch(/^storage is full: \d+ bytes left/);
     expect(health.body.database.availableBytes).toBeLessThan(1024 * 1024);
     expect(sqlite.pragma("integrity_check", { simple: true })).toBe("ok");
@@ -142,7 +144,7 @@ describe("disk full", () => {
   it("survives a real full filesystem (tmpfs): 507, reads, /health, then writes once it grows", async (ctx) => {
     const mountpoint = mountTmpfs(ctx, "small", "size=1m,mode=0700");
     const file = path.join(mountpoint, "app.db");
-    const service = track(await startService({ DATABASE_PATH: file }));
+    const service = track(await startService({ DATABASE_PATH: file, ADMIN_TOKEN }));
     let status = 201;
     let sent = 0;
     const kept: number[] = [];
@@ -157,7 +159,7 @@ describe("disk full", () => {
     }
     expect(status).toBe(507);
     expect((await callService(service.port, "GET", `/api/notes/${kept[0]}`)).status).toBe(200);
-    const health = await callService(service.port, "GET", "/health");
+    const health = await healthDetails(service.port);
     expect(health.status).toBe(503);
     expect(health.body.reason).toMatch(/^storage is full/);
 
@@ -331,6 +333,7 @@ describe("many starters", () => {
         BUSY_TIMEOUT_MS: "100",
         PORT: "0",
         HOST: "127.0.0.1",
+        ADMIN_TOKEN,
       };
       const children = Array.from({ length: 5 }, () => track(runNode("src/main.ts", [], env)));
       // One process is inside the migration, the four others wait for its lock: then open the gate.
@@ -358,7 +361,7 @@ describe("many starters", () => {
       );
       expect(appliers).toHaveLength(1);
       for (const port of ports) {
-        const health = await callService(port, "GET", "/health");
+        const health = await healthDetails(port);
         expect(health.status).toBe(200);
         expect(health.body.database.migrations).toEqual({ applied: 2, pending: 0, latest: "0002_gated" });
       }

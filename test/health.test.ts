@@ -9,18 +9,21 @@ import { findMigrations } from "../src/db/migrator.ts";
 import { createSqliteEngine } from "../src/db/sqlite/engine.ts";
 import { takeBackup } from "../src/db/sqlite/snapshot.ts";
 import { createStatusReader } from "../src/db/status.ts";
+import { createMaintenance } from "../src/http/maintenance.ts";
 import { createTestApp, migrationsWith, silentLogger, type TestApp } from "./helpers.ts";
+import { ADMIN_TOKEN, bearer, METRICS_TOKEN, TOKENS } from "./ops-helpers.ts";
 
 let t: TestApp;
 beforeEach(async () => {
-  t = await createTestApp();
+  t = await createTestApp(TOKENS);
 });
 afterEach(() => t.close());
 
-describe("/health", () => {
-  it("reports the database's state", async () => {
+describe("/health/details", () => {
+  it("reports the database's state to the admin token", async () => {
     await request(t.app).post("/api/notes").send({ title: "one" }).expect(201);
-    const res = await request(t.app).get("/health").expect(200);
+    const res = await request(t.app).get("/health/details").set(bearer(ADMIN_TOKEN)).expect(200);
+    expect(res.headers["cache-control"]).toBe("no-store");
     expect(res.body).toEqual({
       status: "ok",
       version: packageJson.version,
@@ -46,18 +49,13 @@ describe("/health", () => {
     expect(res.body.database.availableBytes).toBeGreaterThan(1024 * 1024);
   });
 
-  it("answers HEAD with the status and no body", async () => {
-    const res = await request(t.app).head("/health").expect(200);
-    expect(res.text).toBeUndefined();
-  });
-
   it("reports the newest backup with its age", async () => {
     const backup = takeBackup({
       databasePath: t.config.databasePath,
       backupDir: t.config.backupDir,
       kind: "manual",
     });
-    const res = await request(t.app).get("/health").expect(200);
+    const res = await request(t.app).get("/health/details").set(bearer(ADMIN_TOKEN)).expect(200);
     expect(res.body.database.lastBackup).toEqual({
       file: backup.file,
       createdAt: backup.createdAt.toISOString(),
@@ -66,40 +64,148 @@ describe("/health", () => {
     expect(res.body.database.lastBackup.ageSeconds).toBeLessThan(60);
   });
 
-  it("answers 503 while migrations are pending", async () => {
-    const migrationsDir = migrationsWith(t.dir, {
-      "0002_later.ts": "export async function up() {}\nexport async function down() {}\n",
-    });
-    const app = createApp({
-      config: { ...t.config, migrationsDir },
-      storage: t.storage,
-      logger: silentLogger,
-    });
-    const res = await request(app).get("/health").expect(503);
-    expect(res.body).toMatchObject({
+  it("says what is wrong in full: pending migrations, journal mode, an unqueryable database", async () => {
+    const pending = await request(withPendingMigration())
+      .get("/health/details")
+      .set(bearer(ADMIN_TOKEN))
+      .expect(503);
+    expect(pending.body).toMatchObject({
       status: "error",
       reason: "1 migration(s) pending: run npm run migrate",
       database: { migrations: { applied: 1, pending: 1 } },
     });
+
+    t.storage.sqlite.pragma("journal_mode = DELETE");
+    const journal = await request(t.app).get("/health/details").set(bearer(ADMIN_TOKEN)).expect(503);
+    expect(journal.body.reason).toBe("the database is in delete journal mode, not WAL");
+
+    t.storage.sqlite.close();
+    const closed = await request(t.app).get("/health/details").set(bearer(ADMIN_TOKEN)).expect(503);
+    expect(closed.body).toEqual({
+      status: "error",
+      reason: "the database cannot be queried",
+      version: packageJson.version,
+      uptimeSeconds: expect.any(Number),
+    });
+  });
+
+  it("is refused without the admin token: 401 without one, with the metrics token, or a wrong one", async () => {
+    for (const headers of [{}, bearer(METRICS_TOKEN), bearer(`${ADMIN_TOKEN}x`)]) {
+      const res = await request(t.app).get("/health/details").set(headers).expect(401);
+      expect(res.headers["www-authenticate"]).toBe("Bearer");
+      expect(res.body.error.code).toBe("unauthorized");
+      expect(JSON.stringify(res.body)).not.toContain(t.config.databasePath);
+    }
+  });
+});
+
+describe("/health", () => {
+  it("answers only its status: no version, uptime, path or table", async () => {
+    await request(t.app).get("/health").expect(200, { status: "ok" });
+  });
+
+  it("answers HEAD with the status and no body", async () => {
+    const res = await request(t.app).head("/health").expect(200);
+    expect(res.text).toBeUndefined();
+  });
+
+  it("answers HEAD with 503 when the database cannot serve", async () => {
+    t.storage.sqlite.pragma("journal_mode = DELETE");
+    await request(t.app).head("/health").expect(503);
+  });
+
+  it("answers 503 while migrations are pending", async () => {
+    await request(withPendingMigration())
+      .get("/health")
+      .expect(503, { status: "error", reason: "migrations pending" });
   });
 
   it("answers 503 when the database is not in WAL mode", async () => {
     t.storage.sqlite.pragma("journal_mode = DELETE");
-    const res = await request(t.app).get("/health").expect(503);
-    expect(res.body).toMatchObject({
-      status: "error",
-      reason: "the database is in delete journal mode, not WAL",
-    });
+    await request(t.app).get("/health").expect(503, { status: "error", reason: "database misconfigured" });
   });
 
   it("answers 503 when the database cannot be queried, while /health/live still answers 200", async () => {
     t.storage.sqlite.close();
-    const res = await request(t.app).get("/health").expect(503);
-    expect(res.body).toMatchObject({ status: "error", reason: "the database cannot be queried" });
-    expect(JSON.stringify(res.body)).not.toContain("The database connection is not open");
+    await request(t.app).get("/health").expect(503, { status: "error", reason: "database unavailable" });
     await request(t.app).get("/health/live").expect(200, { status: "ok" });
   });
+
+  it("names no path, table or file in any state: ok, pending, storage full, unqueryable, maintenance", async () => {
+    const { sqlite } = t.storage;
+    await request(t.app).post("/api/notes").send({ title: "one" }).expect(201);
+    const backup = takeBackup({
+      databasePath: t.config.databasePath,
+      backupDir: t.config.backupDir,
+      kind: "manual",
+    });
+    const migrationsDir = migrationsWith(t.dir, {
+      "0002_later.ts": "export async function up() {}\nexport async function down() {}\n",
+    });
+    // What must not leak, read from the test's own database and folders.
+    const tables = sqlite.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").pluck().all();
+    const secrets = [
+      t.dir,
+      t.config.databasePath,
+      t.config.backupDir,
+      path.basename(t.config.databasePath),
+      "app.db",
+      backup.file,
+      ...fs.readdirSync(migrationsDir),
+      ...findMigrations(migrationsDir).map((m) => m.name),
+      ...(tables as string[]),
+      "schema_migrations",
+      "notes",
+      "wal",
+      "sqlite",
+    ];
+    expect(tables).toEqual(expect.arrayContaining(["notes", "schema_migrations"]));
+
+    const bodies: Record<string, unknown> = {};
+    bodies.ok = (await request(t.app).get("/health").expect(200)).body;
+    bodies.pending = (await request(withPendingMigration()).get("/health").expect(503)).body;
+    const pageCount = Number(sqlite.pragma("page_count", { simple: true }));
+    sqlite.pragma(`max_page_count = ${pageCount}`);
+    bodies.full = (await request(t.app).get("/health").expect(503)).body;
+    sqlite.pragma("max_page_count = 1000000");
+    sqlite.pragma("journal_mode = DELETE");
+    bodies.journal = (await request(t.app).get("/health").expect(503)).body;
+    const maintenance = createMaintenance();
+    const underMaintenance = createApp({
+      config: t.config,
+      storage: t.storage,
+      logger: silentLogger,
+      maintenance,
+    });
+    await maintenance.begin(1_000);
+    bodies.maintenance = (await request(underMaintenance).get("/health").expect(503)).body;
+    maintenance.end();
+    sqlite.close();
+    bodies.unqueryable = (await request(t.app).get("/health").expect(503)).body;
+
+    expect(bodies).toEqual({
+      ok: { status: "ok" },
+      pending: { status: "error", reason: "migrations pending" },
+      full: { status: "error", reason: "storage full" },
+      journal: { status: "error", reason: "database misconfigured" },
+      maintenance: { status: "maintenance", reason: "maintenance" },
+      unqueryable: { status: "error", reason: "database unavailable" },
+    });
+    for (const [state, body] of Object.entries(bodies)) {
+      const text = JSON.stringify(body).toLowerCase();
+      for (const secret of secrets)
+        expect(text, `${state} names ${secret}`).not.toContain(secret.toLowerCase());
+    }
+  });
 });
+
+/** The test's app over a migrations folder that holds one migration more than the database has. */
+function withPendingMigration() {
+  const migrationsDir = migrationsWith(t.dir, {
+    "0002_later.ts": "export async function up() {}\nexport async function down() {}\n",
+  });
+  return createApp({ config: { ...t.config, migrationsDir }, storage: t.storage, logger: silentLogger });
+}
 
 describe("database status", () => {
   it("counts rows at most once per cache period, so /health never scans per request", async () => {

@@ -19,12 +19,13 @@ import {
   silentLogger,
   testConfig,
 } from "./helpers.ts";
+import { ADMIN_TOKEN, bearer } from "./ops-helpers.ts";
 
 const { defer, tempDir } = cleanupAfterEach();
 
 async function service(extraMigrations: Record<string, string> = {}) {
   const dir = tempDir();
-  const config = { ...testConfig(dir), migrationsDir: migrationsWith(dir, extraMigrations) };
+  const config = { ...testConfig(dir, { ADMIN_TOKEN }), migrationsDir: migrationsWith(dir, extraMigrations) };
   const storage = await openSqliteStorage(config);
   defer(() => storage.close());
   await runMigrations({
@@ -162,7 +163,8 @@ export async function up(db) {
 
     const titles = await allTitles(base);
     for (const title of current) expect(titles).toContain(title);
-    expect((await call(base, "GET", "/health")).body).toMatchObject({
+    const details = await fetch(`${base}/health/details`, { headers: bearer(ADMIN_TOKEN) });
+    expect(await details.json()).toMatchObject({
       status: "ok",
       database: { migrations: { applied: 2, pending: 0 } },
     });

@@ -12,6 +12,7 @@ import {
   runNode,
   startService,
 } from "./helpers.ts";
+import { ADMIN_TOKEN, healthDetails } from "./ops-helpers.ts";
 
 const { track, tempDir } = cleanupAfterEach();
 
@@ -19,8 +20,12 @@ describe("the service process", () => {
   it("creates the database at a nested DATABASE_PATH and serves /health with WAL", async () => {
     const dir = tempDir();
     const databasePath = path.join(dir, "a", "b", "app.db");
-    const service = track(await startService({ DATABASE_PATH: databasePath }));
-    const { status, body } = await callService(service.port, "GET", "/health");
+    const service = track(await startService({ DATABASE_PATH: databasePath, ADMIN_TOKEN }));
+    expect(await callService(service.port, "GET", "/health")).toMatchObject({
+      status: 200,
+      body: { status: "ok" },
+    });
+    const { status, body } = await healthDetails(service.port);
     expect(status).toBe(200);
     expect(body.database).toMatchObject({
       path: databasePath,

@@ -23,6 +23,10 @@ export interface BackupScheduleOptions {
   logger: Logger;
   /** Called with each backup taken and kept: the off-site uploader's enqueue. */
   onBackup?: (backup: BackupFile) => void;
+  /** Told how each backup ended (the metrics count them). */
+  hooks?: {
+    backupFinished(event: { kind: "scheduled"; outcome: "success" | "failure"; seconds: number }): void;
+  };
 }
 
 export function startBackupSchedule({
@@ -30,6 +34,7 @@ export function startBackupSchedule({
   config,
   logger,
   onBackup,
+  hooks,
 }: BackupScheduleOptions): BackupSchedule {
   const { backupIntervalMs } = config;
   let failure: BackupFailure | null = null;
@@ -39,6 +44,8 @@ export function startBackupSchedule({
 
   const repeating = every(backupIntervalMs, async (signal) => {
     const started = performance.now();
+    const finished = (outcome: "success" | "failure") =>
+      hooks?.backupFinished({ kind: "scheduled", outcome, seconds: (performance.now() - started) / 1000 });
     try {
       const backup = await engine.backup({ backupDir: config.backupDir, kind: "scheduled", signal });
       const pruned = pruneBackups({
@@ -48,6 +55,7 @@ export function startBackupSchedule({
         maxAgeDays: config.backupMaxAgeDays,
       });
       failure = null;
+      finished("success");
       logger.info(
         {
           backup: backup.path,
@@ -61,6 +69,7 @@ export function startBackupSchedule({
     } catch (error) {
       if (signal.aborted) return;
       failure = { message: (error as Error).message, at: new Date() };
+      finished("failure");
       logger.error({ err: error, backupDir: config.backupDir }, "scheduled backup failed");
     }
   });

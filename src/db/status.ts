@@ -47,7 +47,7 @@ export interface StatusReaderOptions {
 }
 
 // Below this, a write of BODY_LIMIT's default size plus its WAL frames may no longer fit.
-const MIN_AVAILABLE_BYTES = 1024 * 1024;
+export const MIN_AVAILABLE_BYTES = 1024 * 1024;
 
 interface Slow {
   at: number;

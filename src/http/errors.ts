@@ -2,7 +2,7 @@
 // turns any thrown error into it. Database failures arrive here already sorted into kinds.
 import type { ErrorRequestHandler, RequestHandler } from "express";
 import { ZodError, z } from "zod";
-import { classifyDatabaseError } from "../db/errors.ts";
+import { classifyDatabaseError, type DatabaseErrorKind } from "../db/errors.ts";
 
 export class HttpError extends Error {
   override name = "HttpError";
@@ -144,3 +144,16 @@ export const errorBody = z
     }),
   })
   .meta({ id: "Error", description: "The one error shape of this API" });
+
+/** errorHandler that also reports each database error's kind (to the metrics). */
+export function createErrorHandler({
+  onDatabaseError,
+}: {
+  onDatabaseError?: (kind: DatabaseErrorKind) => void;
+}): ErrorRequestHandler {
+  return (error, req, res, next) => {
+    const kind = onDatabaseError && classifyDatabaseError(error);
+    if (kind) onDatabaseError(kind);
+    errorHandler(error, req, res, next);
+  };
+}

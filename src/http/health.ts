@@ -1,31 +1,49 @@
-// /health (the database's state, 503 when it cannot serve) and /health/live (the process answers).
+// /health: whether the service can serve, for anyone (load balancers, Docker), in words that name
+// no path, table or file (CWE-497); /health/details: the same check with the database's state
+// behind it, for ADMIN_TOKEN holders; /health/live: the process answers.
+import type { Request, RequestHandler } from "express";
 import { z } from "zod";
 import packageJson from "../../package.json" with { type: "json" };
-import type { BackupSchedule } from "../backups/schedule.ts";
-import { findMigrations } from "../db/migrator.ts";
-import { createStatusReader, type DatabaseReport } from "../db/status.ts";
-import type { Storage } from "../db/storage.ts";
+import { type DatabaseReport, type DatabaseStatus, MIN_AVAILABLE_BYTES } from "../db/status.ts";
 import { type ApiOperation, type ApiRouter, apiRouter } from "./api-router.ts";
 import type { Maintenance } from "./maintenance.ts";
 
 export interface HealthOptions {
-  storage: Storage;
-  backupDir: string;
-  migrationsDir: string;
-  /** The service's scheduled backups, whose failures /health reports. */
-  backups?: Pick<BackupSchedule, "lastFailure"> | undefined;
-  /** While on, /health answers 503 "maintenance" without touching the database. */
+  /** The database's state; rejects when the database cannot be queried. */
+  readDetails: () => Promise<DatabaseReport>;
+  /** Guards /health/details: the admin token (404 when none is configured). */
+  requireAdmin: RequestHandler;
+  /** While on, both answer 503 "maintenance" without touching the database. */
   maintenance?: Pick<Maintenance, "active"> | undefined;
 }
 
-// The public body. Loose for now: today's body also carries the detailed view (version, uptime,
-// database), which moves behind a token; make it strict when it has.
+const PUBLIC_REASONS = [
+  "database unavailable",
+  "database misconfigured",
+  "migrations pending",
+  "storage full",
+  "maintenance",
+] as const;
+
 const healthStatus = z
-  .looseObject({
+  .strictObject({
     status: z.enum(["ok", "error", "maintenance"]),
-    reason: z.string().optional().meta({ description: "Why the status is not ok" }),
+    reason: z.enum(PUBLIC_REASONS).optional().meta({ description: "Why the status is not ok" }),
   })
   .meta({ id: "HealthStatus" });
+
+const healthDetails = z
+  .looseObject({
+    status: z.enum(["ok", "error", "maintenance"]),
+    reason: z.string().optional().meta({ description: "Why the status is not ok, in full" }),
+    version: z.string(),
+    uptimeSeconds: z.number(),
+    database: z
+      .looseObject({ engine: z.string() })
+      .optional()
+      .meta({ description: "The engine's facts, migrations, the newest backup, row counts" }),
+  })
+  .meta({ id: "HealthDetails" });
 
 const getLiveness: ApiOperation = {
   operationId: "getLiveness",
@@ -38,52 +56,81 @@ const getLiveness: ApiOperation = {
 const getHealth: ApiOperation = {
   operationId: "getHealth",
   summary: "Readiness: whether the service can serve requests",
-  // The body is public; a caller with the operations token gets the detailed view too.
-  auth: "bearer-optional",
   responses: {
     200: { description: "It can", body: healthStatus },
-    503: { description: "It cannot; reason says why", body: healthStatus },
+    503: { description: "It cannot; reason says which kind of trouble", body: healthStatus },
   },
 };
 
-export function healthRouter({
-  storage,
-  backupDir,
-  migrationsDir,
-  backups,
-  maintenance,
-}: HealthOptions): ApiRouter {
-  const router = apiRouter({ name: "health", description: "For load balancers and orchestrators" });
-  const readReport = createStatusReader({
-    storage,
-    backupDir,
-    migrations: findMigrations(migrationsDir),
-    backupFailure: backups && (() => backups.lastFailure()),
+const getHealthDetails: ApiOperation = {
+  operationId: "getHealthDetails",
+  summary: "The readiness check with the database's state behind it (ADMIN_TOKEN)",
+  auth: "bearer",
+  responses: {
+    200: { description: "It can serve", body: healthDetails },
+    503: { description: "It cannot; reason says why", body: healthDetails },
+  },
+};
+
+/** The verdict: `reason` is public (generic), `detail` only for /health/details. */
+type Check =
+  | { status: "ok"; database: DatabaseStatus }
+  | { status: "error" | "maintenance"; reason: string; detail: string; database?: DatabaseStatus };
+
+export function healthRouter({ readDetails, requireAdmin, maintenance }: HealthOptions): ApiRouter {
+  const router = apiRouter({
+    name: "health",
+    description: "For load balancers, orchestrators and operators",
   });
+
+  const check = async (req: Request): Promise<Check> => {
+    if (maintenance?.active) {
+      return { status: "maintenance", reason: "maintenance", detail: "a database restore is in progress" };
+    }
+    let report: DatabaseReport;
+    try {
+      report = await readDetails();
+    } catch (error) {
+      req.log.error({ err: error }, "health check cannot query the database");
+      return { status: "error", reason: "database unavailable", detail: "the database cannot be queried" };
+    }
+    const { status: database, problem } = report;
+    if (!problem) return { status: "ok", database };
+    return { status: "error", reason: publicReason(database), detail: problem, database };
+  };
 
   router.get("/live", getLiveness, (_req, res) => {
     res.json({ status: "ok" });
   });
 
   router.get("/", getHealth, async (req, res) => {
-    const base = { version: packageJson.version, uptimeSeconds: Math.round(process.uptime()) };
-    if (maintenance?.active) {
-      res.status(503).json({ status: "maintenance", reason: "a database restore is in progress", ...base });
-      return;
-    }
-    let report: DatabaseReport;
-    try {
-      report = await readReport();
-    } catch (error) {
-      req.log.error({ err: error }, "health check cannot query the database");
-      res.status(503).json({ status: "error", reason: "the database cannot be queried", ...base });
-      return;
-    }
-    const { status: database, problem: reason } = report;
+    const result = await check(req);
     res
-      .status(reason ? 503 : 200)
-      .json({ status: reason ? "error" : "ok", ...(reason && { reason }), ...base, database });
+      .status(result.status === "ok" ? 200 : 503)
+      .json(result.status === "ok" ? { status: "ok" } : { status: result.status, reason: result.reason });
+  });
+
+  router.get("/details", getHealthDetails, requireAdmin, async (req, res) => {
+    const result = await check(req);
+    res
+      .status(result.status === "ok" ? 200 : 503)
+      .set("Cache-Control", "no-store")
+      .json({
+        status: result.status,
+        ...(result.status !== "ok" && { reason: result.detail }),
+        version: packageJson.version,
+        uptimeSeconds: Math.round(process.uptime()),
+        ...(result.database && { database: result.database }),
+      });
   });
 
   return router;
+}
+
+// The operator's reason (src/db/status.ts) may name the journal mode, a count, a path: the public
+// one only says which kind of trouble it is.
+function publicReason({ migrations, availableBytes }: DatabaseStatus): (typeof PUBLIC_REASONS)[number] {
+  if (migrations.pending > 0) return "migrations pending";
+  if (availableBytes !== null && availableBytes < MIN_AVAILABLE_BYTES) return "storage full";
+  return "database misconfigured";
 }
