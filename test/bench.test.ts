@@ -53,6 +53,8 @@ describe("npm run bench", () => {
       "create note",
       "health, empty db",
       `health, ${result.settings.bigNotes} notes`,
+      "read note, metrics on",
+      "read note, metrics on, scraped",
     ]);
     for (const row of result.http) {
       expect(row).toMatchObject({
@@ -70,6 +72,15 @@ describe("npm run bench", () => {
       bigReqPerSec: number,
       emptyOverBig: number,
     });
+    expect(result.metrics).toMatchObject({
+      offReqPerSec: number,
+      onReqPerSec: number,
+      scrapedReqPerSec: number,
+      onOverOff: number,
+      scrapedOverOn: number,
+      scrapeIntervalMs: 100,
+    });
+    expect(result.metrics.scrapes).toBeGreaterThanOrEqual(0);
     expect(result.inProcess.map((row: { name: string }) => row.name)).toEqual(["point read", "insert"]);
     for (const row of result.inProcess) {
       expect(row).toMatchObject({ kyselyOpsPerSec: number, rawOpsPerSec: number, timeRatio: number });

@@ -10,6 +10,8 @@ export interface HttpCase {
   job: Omit<LoadJob, "url" | "connections" | "durationSeconds">;
   /** Called after each round of this case (the write load reads the server's RSS here). */
   afterRound?: () => void;
+  /** Runs beside each round of this case, warm-up included (the scrapes of /metrics). */
+  beside?: () => { stop(): Promise<unknown> };
 }
 
 export interface HttpRow {
@@ -44,15 +46,23 @@ export async function runHttpCases(
     durationSeconds,
     ...(settings.requestsPerRound === undefined ? {} : { amount: settings.requestsPerRound }),
   });
+  const run = async (c: HttpCase, seconds: number) => {
+    const beside = c.beside?.();
+    try {
+      return await loader.run(job(c, seconds));
+    } finally {
+      await beside?.stop();
+    }
+  };
   for (const c of cases) {
     progress(`warm-up ${c.name}`);
-    await loader.run(job(c, settings.warmupSeconds));
+    await run(c, settings.warmupSeconds);
   }
   const results = new Map<string, LoadResult[]>(cases.map((c) => [c.name, []]));
   for (let round = 1; round <= settings.rounds; round++) {
     for (const c of cases) {
       progress(`round ${round}/${settings.rounds} ${c.name}`);
-      results.get(c.name)!.push(await loader.run(job(c, settings.durationSeconds)));
+      results.get(c.name)!.push(await run(c, settings.durationSeconds));
       c.afterRound?.();
     }
   }

@@ -48,6 +48,23 @@ export function formatReport(result: BenchResult): string {
     ),
     "",
     table(
+      ["metrics (GET /api/notes/:id)", "value"],
+      [
+        ["req/s without metrics", Math.round(result.metrics.offReqPerSec)],
+        ["req/s with metrics on", Math.round(result.metrics.onReqPerSec)],
+        [
+          `req/s with metrics on, /metrics scraped every ${result.metrics.scrapeIntervalMs} ms`,
+          Math.round(result.metrics.scrapedReqPerSec),
+        ],
+        ["metrics on / off", result.metrics.onOverOff],
+        ["scraped / not scraped", result.metrics.scrapedOverOn],
+        ["scrapes during the measured rounds", result.metrics.scrapes],
+        ["scrape time under load, median of rounds' medians (ms)", result.metrics.scrapeMedianMs],
+        ["scrape time under load, worst (ms)", result.metrics.scrapeMaxMs],
+      ],
+    ),
+    "",
+    table(
       ["in process", "Kysely ops/s", "raw ops/s", "Kysely µs", "raw µs", "time ratio"],
       result.inProcess.map((r) => [
         r.name,

@@ -10,7 +10,8 @@ import { buildFixture, cachedFixture } from "./fixtures.ts";
 import { type HttpCase, type HttpRow, runHttpCases } from "./http.ts";
 import { type InProcessRow, runInProcess } from "./in-process.ts";
 import { ROOT, type ServerProcess, startLoader, startServer } from "./processes.ts";
-import { round } from "./stats.ts";
+import { startScraper } from "./scrape.ts";
+import { median, round } from "./stats.ts";
 
 export interface BenchSettings {
   quick: boolean;
@@ -27,6 +28,8 @@ export interface BenchSettings {
   coldStarts: number;
   inProcessRoundMs: number;
   backupRounds: number;
+  /** Pause between two scrapes of /metrics in the "scraped" case: 150 times Prometheus' usual 15 s. */
+  scrapeIntervalMs: number;
   cacheDir: string;
 }
 
@@ -46,6 +49,7 @@ export function defaultSettings(quick: boolean): BenchSettings {
         coldStarts: 1,
         inProcessRoundMs: 50,
         backupRounds: 2,
+        scrapeIntervalMs: 100,
         cacheDir,
       }
     : {
@@ -62,6 +66,7 @@ export function defaultSettings(quick: boolean): BenchSettings {
         coldStarts: 7,
         inProcessRoundMs: 500,
         backupRounds: 3,
+        scrapeIntervalMs: 100,
         cacheDir,
       };
 }
@@ -82,6 +87,18 @@ export interface BenchResult {
   fixtures: { notesFile: string; bigFile: string; bigBytes: number; bigBuiltMs: number };
   http: (HttpRow & { vsBare: number; vsMiddleware: number; p99VsBare: number })[];
   healthBySize: { emptyReqPerSec: number; bigReqPerSec: number; emptyOverBig: number };
+  /** GET /api/notes/:id without metrics, with them, and with them while /metrics is scraped. */
+  metrics: {
+    offReqPerSec: number;
+    onReqPerSec: number;
+    scrapedReqPerSec: number;
+    onOverOff: number;
+    scrapedOverOn: number;
+    scrapeIntervalMs: number;
+    scrapes: number;
+    scrapeMedianMs: number;
+    scrapeMaxMs: number;
+  };
   inProcess: InProcessRow[];
   backup: BackupRow[];
   coldStart: ColdStartRow;
@@ -104,6 +121,7 @@ export interface Target {
 }
 
 const NOTE_BODY = JSON.stringify({ title: "a note from the bench", body: "x".repeat(200) });
+const METRICS_TOKEN = "bench-metrics-token-0123456789abcdef";
 
 export async function runBench(
   settings: BenchSettings,
@@ -153,14 +171,20 @@ export async function runBench(
       servers.push(server);
       return server;
     };
+    // The same notes, for a service with metrics on (METRICS_TOKEN set).
+    const metricsFile = path.join(workDir, "metrics", "app.db");
+    fs.mkdirSync(path.dirname(metricsFile));
+    fs.copyFileSync(notesFile, metricsFile);
     progress("starting servers");
-    const [bare, middleware, service, serviceEmpty, serviceBig] = await Promise.all([
+    const [bare, middleware, service, serviceEmpty, serviceBig, serviceMetrics] = await Promise.all([
       start("scripts/bench/baseline-server.ts", [], {}),
       start("scripts/bench/baseline-server.ts", ["--middleware"], {}),
       start("src/main.ts", [], serviceEnv(notesFile)),
       start("src/main.ts", [], serviceEnv(emptyFile)),
       start("src/main.ts", [], serviceEnv(big.file)),
+      start("src/main.ts", [], { ...serviceEnv(metricsFile), METRICS_TOKEN }),
     ]);
+    const scrapes: Awaited<ReturnType<ReturnType<typeof startScraper>["stop"]>>[] = [];
 
     let memoryAfterWrites: ReturnType<ServerProcess["memory"]>;
     let bareMemory: ReturnType<ServerProcess["memory"]>;
@@ -196,6 +220,24 @@ export async function runBench(
         server: serviceBig,
         job: { method: "GET", path: "/health" },
       },
+      {
+        name: "read note, metrics on",
+        server: serviceMetrics,
+        job: { method: "GET", path: "/api/notes/:id", randomIdMax: settings.notes },
+      },
+      {
+        name: "read note, metrics on, scraped",
+        server: serviceMetrics,
+        job: { method: "GET", path: "/api/notes/:id", randomIdMax: settings.notes },
+        beside: () => {
+          const scraper = startScraper({
+            port: serviceMetrics.port,
+            token: METRICS_TOKEN,
+            intervalMs: settings.scrapeIntervalMs,
+          });
+          return { stop: async () => scrapes.push(await scraper.stop()) };
+        },
+      },
     ];
     const rows = await runHttpCases(loader, cases, settings, progress);
     for (const server of servers.splice(0)) await server.stop();
@@ -215,6 +257,22 @@ export async function runBench(
       emptyOverBig: round(
         byName("health, empty db").reqPerSec / byName(`health, ${settings.bigNotes} notes`).reqPerSec,
       ),
+    };
+
+    // Warm-up rounds are left out of the scrape figures.
+    const measured = scrapes.slice(1);
+    const metrics = {
+      offReqPerSec: byName("read note").reqPerSec,
+      onReqPerSec: byName("read note, metrics on").reqPerSec,
+      scrapedReqPerSec: byName("read note, metrics on, scraped").reqPerSec,
+      onOverOff: round(byName("read note, metrics on").reqPerSec / byName("read note").reqPerSec),
+      scrapedOverOn: round(
+        byName("read note, metrics on, scraped").reqPerSec / byName("read note, metrics on").reqPerSec,
+      ),
+      scrapeIntervalMs: settings.scrapeIntervalMs,
+      scrapes: measured.reduce((sum, r) => sum + r.scrapes, 0),
+      scrapeMedianMs: round(median(measured.map((r) => r.medianMs).filter(Number.isFinite))),
+      scrapeMaxMs: round(Math.max(0, ...measured.map((r) => r.maxMs))),
     };
 
     progress("in process: Kysely against raw statements");
@@ -256,6 +314,13 @@ export async function runBench(
       target("GET /api/notes/:id vs bare Express", ">= 0.85", byName("read note").vsBare, (v) => v >= 0.85),
       target("POST /api/notes vs bare Express", ">= 0.65", byName("create note").vsBare, (v) => v >= 0.65),
       target("GET /health vs bare Express", ">= 0.85", byName("health").vsBare, (v) => v >= 0.85),
+      target("GET /api/notes/:id, metrics on vs off", ">= 0.9", metrics.onOverOff, (v) => v >= 0.9),
+      target(
+        `GET /api/notes/:id, /metrics scraped every ${settings.scrapeIntervalMs} ms vs not`,
+        ">= 0.95",
+        metrics.scrapedOverOn,
+        (v) => v >= 0.95,
+      ),
       target(
         "GET /health: empty db over big db (req/s)",
         "<= 1.2",
@@ -304,6 +369,7 @@ export async function runBench(
       },
       http,
       healthBySize,
+      metrics,
       inProcess,
       backup,
       coldStart,
