@@ -3,7 +3,7 @@
 // at scrape time from the functions it is given, and a recorder for events as they happen.
 // Loaded with import() only when a token is set: prom-client costs ~100 ms and ~20 MB at start.
 
-import type { RequestHandler } from "express";
+import type { Request, RequestHandler } from "express";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { MetricsRecorder, Outcome } from "./recorder.ts";
 
@@ -277,6 +277,38 @@ function registerBackupGauges(options: MetricsOptions, gauge: GaugeFactory): voi
   }
 }
 
+// Express sets req.route when a route matches, but restores req.baseUrl when an error leaves the
+// route's router: by the time an error response finishes, `req.baseUrl + req.route.path` reads
+// "/:id" instead of "/api/notes/:id". So the template is taken as the route is set, by an accessor
+// on the app's request prototype (one per app, installed on its first request). An accessor
+// defined on each request instead gave every request object a map of its own: that cost ~25 µs
+// of CPU per request, against ~0 for this one (measured with metrics off, on, and both ways).
+const ROUTE = Symbol("route");
+const ROUTE_LABEL = Symbol("route label");
+const withRouteLabel = new WeakSet<object>();
+
+type LabelledRequest = Request & { [ROUTE]?: { path: string }; [ROUTE_LABEL]?: string };
+
+function captureRouteTemplates(prototype: object): void {
+  if (withRouteLabel.has(prototype)) return;
+  withRouteLabel.add(prototype);
+  Object.defineProperty(prototype, "route", {
+    configurable: true,
+    get(this: LabelledRequest) {
+      return this[ROUTE];
+    },
+    set(this: LabelledRequest, route: { path: string } | undefined) {
+      this[ROUTE] = route;
+      // A router's own "/" is its mount path: "/metrics", not "/metrics/".
+      this[ROUTE_LABEL] = !route
+        ? undefined
+        : route.path === "/" && this.baseUrl
+          ? this.baseUrl
+          : this.baseUrl + route.path;
+    },
+  });
+}
+
 function httpMetrics(registers: Registry[]): RequestHandler {
   const duration = new Histogram({
     name: "http_request_duration_seconds",
@@ -290,32 +322,23 @@ function httpMetrics(registers: Registry[]): RequestHandler {
     registers,
   });
   return (req, res, next) => {
-    const started = process.hrtime.bigint();
-    let route: { path: string } | undefined;
-    let label = "unmatched";
-    // Express sets req.route when a route matches, but restores req.baseUrl when an error leaves
-    // the route's router, so by the time an error response finishes `req.baseUrl + req.route.path`
-    // would read "/:id" instead of "/api/notes/:id". The template is taken when the route matches.
-    Object.defineProperty(req, "route", {
-      configurable: true,
-      enumerable: true,
-      get: () => route,
-      set(value: { path: string } | undefined) {
-        route = value;
-        // A router's own "/" is its mount path: "/metrics", not "/metrics/".
-        label = !value
-          ? "unmatched"
-          : value.path === "/" && req.baseUrl
-            ? req.baseUrl
-            : req.baseUrl + value.path;
-      },
-    });
+    const started = performance.now();
+    captureRouteTemplates(Object.getPrototypeOf(req));
     inFlight.inc();
-    res.once("finish", () => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      duration.observe({ method: req.method, route: label, status_code: String(res.statusCode) }, seconds);
+    // 'close' comes after 'finish', or alone when the client went away before the response ended
+    // (not a duration worth recording).
+    res.once("close", () => {
+      inFlight.dec();
+      if (!res.writableFinished) return;
+      duration.observe(
+        {
+          method: req.method,
+          route: (req as LabelledRequest)[ROUTE_LABEL] ?? "unmatched",
+          status_code: String(res.statusCode),
+        },
+        (performance.now() - started) / 1000,
+      );
     });
-    res.once("close", () => inFlight.dec());
     next();
   };
 }
