@@ -62,6 +62,7 @@ describe("npm run bench", () => {
         p50Ms: number,
         p99Ms: number,
         vsBare: number,
+        cpuUsPerRequest: number,
         failures: 0,
       });
       expect(row.reqPerSec).toBeGreaterThan(0);
@@ -78,6 +79,9 @@ describe("npm run bench", () => {
       scrapedReqPerSec: number,
       onOverOff: number,
       scrapedOverOn: number,
+      offCpuUs: number,
+      onCpuUs: number,
+      scrapedCpuUs: number,
       scrapeIntervalMs: 100,
     });
     expect(result.metrics.scrapes).toBeGreaterThanOrEqual(0);

@@ -20,8 +20,10 @@ export interface HttpRow {
   reqPerSec: number;
   p50Ms: number;
   p99Ms: number;
+  /** The server's CPU time per request (µs, median of rounds); anything beside the load counts. */
+  cpuUsPerRequest: number;
   failures: number;
-  rounds: { reqPerSec: number; p50Ms: number; p99Ms: number }[];
+  rounds: { reqPerSec: number; p50Ms: number; p99Ms: number; cpuUsPerRequest: number }[];
 }
 
 export interface HttpSettings {
@@ -47,9 +49,16 @@ export async function runHttpCases(
     ...(settings.requestsPerRound === undefined ? {} : { amount: settings.requestsPerRound }),
   });
   const run = async (c: HttpCase, seconds: number) => {
+    const cpuBefore = c.server.cpuMs();
     const beside = c.beside?.();
     try {
-      return await loader.run(job(c, seconds));
+      const result = await loader.run(job(c, seconds));
+      const cpuAfter = c.server.cpuMs();
+      const cpuUsPerRequest =
+        cpuBefore === undefined || cpuAfter === undefined
+          ? Number.NaN
+          : ((cpuAfter - cpuBefore) * 1000) / result.requests;
+      return { ...result, cpuUsPerRequest };
     } finally {
       await beside?.stop();
     }
@@ -58,7 +67,9 @@ export async function runHttpCases(
     progress(`warm-up ${c.name}`);
     await run(c, settings.warmupSeconds);
   }
-  const results = new Map<string, LoadResult[]>(cases.map((c) => [c.name, []]));
+  const results = new Map<string, (LoadResult & { cpuUsPerRequest: number })[]>(
+    cases.map((c) => [c.name, []]),
+  );
   for (let round = 1; round <= settings.rounds; round++) {
     for (const c of cases) {
       progress(`round ${round}/${settings.rounds} ${c.name}`);
@@ -74,8 +85,14 @@ export async function runHttpCases(
       reqPerSec: round(median(runs.map((r) => r.reqPerSec))),
       p50Ms: round(median(runs.map((r) => r.p50Ms))),
       p99Ms: round(median(runs.map((r) => r.p99Ms))),
+      cpuUsPerRequest: round(median(runs.map((r) => r.cpuUsPerRequest))),
       failures: runs.reduce((sum, r) => sum + r.failures, 0),
-      rounds: runs.map((r) => ({ reqPerSec: round(r.reqPerSec), p50Ms: r.p50Ms, p99Ms: r.p99Ms })),
+      rounds: runs.map((r) => ({
+        reqPerSec: round(r.reqPerSec),
+        p50Ms: r.p50Ms,
+        p99Ms: r.p99Ms,
+        cpuUsPerRequest: round(r.cpuUsPerRequest),
+      })),
     };
   });
 }

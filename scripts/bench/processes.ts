@@ -16,6 +16,8 @@ export interface ServerProcess {
   /** Resident memory now, from /proc (Linux): all of it, and the part that is the process's own
    * (heap, stacks) rather than mapped files such as the database under mmap; undefined elsewhere. */
   memory(): { rssBytes: number; anonBytes: number; fileBytes: number } | undefined;
+  /** CPU time (user + system) used so far, in ms, from /proc (Linux); undefined elsewhere. */
+  cpuMs(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -63,6 +65,7 @@ export function startServer(
           pid: child.pid!,
           startMs: performance.now() - started,
           memory: () => readMemory(child.pid!),
+          cpuMs: () => readCpuMs(child.pid!),
           stop: () => stopChild(child, exited),
         });
         return;
@@ -89,6 +92,17 @@ function readMemory(pid: number): { rssBytes: number; anonBytes: number; fileByt
     anonBytes: field("RssAnon"),
     fileBytes: field("RssFile") + field("RssShmem"),
   };
+}
+
+// utime and stime, fields 14 and 15 of /proc/PID/stat, in clock ticks (100 per second on Linux).
+// CPU time per request holds up on a busy machine far better than requests per second do.
+function readCpuMs(pid: number): number | undefined {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
 }
 
 async function stopChild(child: ChildProcess, exited: Promise<void>): Promise<void> {

@@ -94,6 +94,10 @@ export interface BenchResult {
     scrapedReqPerSec: number;
     onOverOff: number;
     scrapedOverOn: number;
+    /** The server's CPU time per request (µs) in the three cases. */
+    offCpuUs: number;
+    onCpuUs: number;
+    scrapedCpuUs: number;
     scrapeIntervalMs: number;
     scrapes: number;
     scrapeMedianMs: number;
@@ -269,6 +273,9 @@ export async function runBench(
       scrapedOverOn: round(
         byName("read note, metrics on, scraped").reqPerSec / byName("read note, metrics on").reqPerSec,
       ),
+      offCpuUs: byName("read note").cpuUsPerRequest,
+      onCpuUs: byName("read note, metrics on").cpuUsPerRequest,
+      scrapedCpuUs: byName("read note, metrics on, scraped").cpuUsPerRequest,
       scrapeIntervalMs: settings.scrapeIntervalMs,
       scrapes: measured.reduce((sum, r) => sum + r.scrapes, 0),
       scrapeMedianMs: round(median(measured.map((r) => r.medianMs).filter(Number.isFinite))),
