@@ -49,12 +49,12 @@ describe("npm run bench", () => {
       "live",
       "health",
       "read note",
+      "read note, metrics on",
+      "read note, metrics on, scraped",
       "list notes",
       "create note",
       "health, empty db",
       `health, ${result.settings.bigNotes} notes`,
-      "read note, metrics on",
-      "read note, metrics on, scraped",
     ]);
     for (const row of result.http) {
       expect(row).toMatchObject({
