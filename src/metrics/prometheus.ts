@@ -281,8 +281,8 @@ function registerBackupGauges(options: MetricsOptions, gauge: GaugeFactory): voi
 // route's router: by the time an error response finishes, `req.baseUrl + req.route.path` reads
 // "/:id" instead of "/api/notes/:id". So the template is taken as the route is set, by an accessor
 // on the app's request prototype (one per app, installed on its first request). An accessor
-// defined on each request instead gave every request object a map of its own: that cost ~25 µs
-// of CPU per request, against ~0 for this one (measured with metrics off, on, and both ways).
+// defined on each request instead gave every request object a hidden class of its own: 15-25 µs
+// more server CPU per GET /api/notes/:id than this one (alternating rounds, both ways).
 const ROUTE = Symbol("route");
 const ROUTE_LABEL = Symbol("route label");
 const withRouteLabel = new WeakSet<object>();
