@@ -62,11 +62,6 @@ try {
 }
 
 const { engine } = storage;
-// prom-client is loaded only when someone may scrape: it costs ~100 ms and ~20 MB at start.
-const metrics =
-  config.metricsToken !== null || config.adminToken !== null
-    ? await import("./metrics/service-metrics.ts").then((m) => m.createServiceMetrics({ storage, config }))
-    : undefined;
 // Loaded only when BACKUP_S3_URL is set: a service without off-site backups never loads the S3 SDK.
 const offsite = config.offsite
   ? (await import("./backups/offsite/uploader.ts")).createOffsiteUploader({
@@ -76,6 +71,13 @@ const offsite = config.offsite
       listLocal: () => listBackups(config.backupDir).filter((b) => b.database === engine.database),
     })
   : undefined;
+// prom-client is loaded only when someone may scrape: it costs ~100 ms and ~20 MB at start.
+const metrics =
+  config.metricsToken !== null || config.adminToken !== null
+    ? await import("./metrics/service-metrics.ts").then((m) =>
+        m.createServiceMetrics({ storage, offsite, config }),
+      )
+    : undefined;
 const backups = startBackupSchedule({
   engine,
   config,
@@ -83,7 +85,18 @@ const backups = startBackupSchedule({
   onBackup: offsite && ((backup) => offsite.enqueue(backup)),
   hooks: metrics?.recorder,
 });
-const drills = startDrillSchedule({ engine, config, logger });
+const drills = startDrillSchedule({
+  engine,
+  config,
+  logger,
+  onDrill:
+    metrics &&
+    ((drill) =>
+      metrics.recorder.drillFinished({
+        outcome: drill.ok ? "success" : "failure",
+        seconds: drill.ms / 1000,
+      })),
+});
 const app = createApp({ config, storage, logger, backups, metrics });
 const running = await listen(app, config).catch((error: unknown) => exitWithStartupError(error, logger));
 logger.info(

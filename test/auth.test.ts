@@ -64,9 +64,7 @@ describe("ADMIN_TOKEN and METRICS_TOKEN", () => {
     expect((await child.exited).code).toBe(1);
     const lines = child.stderr().trimEnd().split("\n");
     expect(lines).toEqual([
-      expect.stringMatching(
-        /^startup failed: invalid ADMIN_TOKEN \(value hidden\): .* openssl rand -hex 32/,
-      ),
+      expect.stringMatching(/^startup failed: invalid ADMIN_TOKEN \(value hidden\): .* openssl rand -hex 32/),
     ]);
     expect(child.stderr()).not.toContain(secret);
   });

@@ -270,24 +270,20 @@ describe("GET /metrics", () => {
     ).toBeGreaterThan(0);
   });
 
-  it("shows what the recorder is told: off-site uploads, drills, restores, checkpoints, maintenance", async () => {
+  it("shows what the recorder is told: drills, restores, checkpoints, maintenance", async () => {
     const t = await metricsApp();
     let m = await scrape(t.app);
-    expect(m.get("app_offsite_upload_last_failure_timestamp_seconds")).toBe(0);
+    expect(m.get("app_restore_drill_last_success_timestamp_seconds")).toBe(0);
     expect(m.get("app_maintenance_mode")).toBe(0);
+    // No off-site series at all while off-site backups are off.
+    expect([...m.keys()].filter((key) => key.includes("offsite"))).toEqual([]);
     const { recorder } = t.metrics;
     const before = Date.now() / 1000;
-    recorder.offsiteUploadFinished({ outcome: "success", seconds: 2, bytes: 1000 });
-    recorder.offsiteUploadFinished({ outcome: "failure", seconds: 1 });
     recorder.drillFinished({ outcome: "success", seconds: 3 });
     recorder.restoreFinished({ outcome: "failure", seconds: 0.5 });
     recorder.checkpoint("busy");
     recorder.setMaintenance(true);
     m = await scrape(t.app);
-    expect(m.get('app_offsite_uploads_total{outcome="success"}')).toBe(1);
-    expect(m.get('app_offsite_uploads_total{outcome="failure"}')).toBe(1);
-    expect(m.get("app_offsite_uploaded_bytes_total")).toBe(1000);
-    expect(m.get("app_offsite_upload_last_failure_timestamp_seconds")).toBeGreaterThanOrEqual(before);
     expect(m.get('app_restore_drills_total{outcome="success"}')).toBe(1);
     expect(m.get("app_restore_drill_last_success_timestamp_seconds")).toBeGreaterThanOrEqual(before);
     expect(m.get('app_restores_total{outcome="failure"}')).toBe(1);

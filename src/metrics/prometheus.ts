@@ -20,6 +20,17 @@ export interface DatabaseSnapshot {
   pool?: { total: number; idle: number; waiting: number };
 }
 
+/** The off-site uploader's state (src/backups/offsite/uploader.ts: status()). */
+export interface OffsiteSnapshot {
+  /** Uploads that succeeded, and runs that failed, since the process started. */
+  uploads: number;
+  failures: number;
+  /** Backups waiting for (or in) an upload. */
+  pending: number;
+  lastSuccessAt: Date | null;
+  lastFailureAt: Date | null;
+}
+
 /** The newest backup of one kind on disk. */
 export interface BackupSnapshot {
   kind: string;
@@ -35,6 +46,8 @@ export interface MetricsOptions {
   readDatabaseStats: () => Promise<DatabaseSnapshot>;
   /** The newest backup of each kind, read at each scrape. */
   readBackups: () => BackupSnapshot[];
+  /** The off-site uploader's state, read at each scrape; absent when off-site backups are off. */
+  readOffsite?: () => OffsiteSnapshot;
   /** Interval of the service's scheduled backups in seconds; null when they are off. */
   backupIntervalSeconds: number | null;
   /** prom-client's process and Node.js metrics (CPU, memory, event loop lag, GC). */
@@ -102,22 +115,7 @@ export function createMetrics(options: MetricsOptions): ServiceMetrics {
     "How long the service's latest backup of each kind took, whatever its outcome.",
     ["kind"],
   );
-  const uploads = counter("offsite_uploads_total", "Off-site uploads of backups, by outcome.", ["outcome"]);
-  const uploadedBytes = new Counter({
-    name: `${PREFIX}offsite_uploaded_bytes_total`,
-    help: "Bytes of backups uploaded off-site.",
-    registers,
-  });
-  const uploadLast = {
-    success: gauge(
-      "offsite_upload_last_success_timestamp_seconds",
-      "When an off-site upload last succeeded (Unix time; 0: not since the service started).",
-    ),
-    failure: gauge(
-      "offsite_upload_last_failure_timestamp_seconds",
-      "When an off-site upload last failed (Unix time; 0: not since the service started).",
-    ),
-  };
+  if (options.readOffsite) registerOffsiteMetrics(options.readOffsite, registers, gauge);
   const drills = counter("restore_drills_total", "Restore drills, by outcome.", ["outcome"]);
   const drillLastSuccess = gauge(
     "restore_drill_last_success_timestamp_seconds",
@@ -139,11 +137,6 @@ export function createMetrics(options: MetricsOptions): ServiceMetrics {
     backupFinished({ kind, outcome, seconds }) {
       backups.inc({ kind, outcome });
       backupSeconds.set({ kind }, seconds);
-    },
-    offsiteUploadFinished({ outcome, bytes }) {
-      uploads.inc({ outcome });
-      uploadLast[outcome].set(unixNow());
-      if (bytes !== undefined) uploadedBytes.inc(bytes);
     },
     drillFinished({ outcome }) {
       drills.inc({ outcome });
@@ -247,6 +240,43 @@ function registerDatabaseGauges(options: MetricsOptions, gauge: GaugeFactory): v
       from((s) => s.pool?.waiting),
     );
   }
+}
+
+// The uploader keeps its own counts and times (it reports them in /health/details too): a scrape
+// reads them rather than the uploader telling the metrics about each upload.
+function registerOffsiteMetrics(
+  readOffsite: () => OffsiteSnapshot,
+  registers: Registry[],
+  gauge: GaugeFactory,
+): void {
+  const unix = (date: Date | null) => (date ? date.getTime() / 1000 : 0);
+  new Counter({
+    name: `${PREFIX}offsite_uploads_total`,
+    help: "Off-site uploads since the service started: outcome success (backups uploaded) or failure (runs that failed).",
+    labelNames: ["outcome"],
+    registers,
+    collect(this: Counter) {
+      const { uploads, failures } = readOffsite();
+      this.reset();
+      this.inc({ outcome: "success" }, uploads);
+      this.inc({ outcome: "failure" }, failures);
+    },
+  });
+  gauge("offsite_backups_pending", "Local backups waiting for (or in) an off-site upload.", [], (g) =>
+    g.set(readOffsite().pending),
+  );
+  gauge(
+    "offsite_upload_last_success_timestamp_seconds",
+    "When an off-site upload last succeeded (Unix time; 0: not since the service started).",
+    [],
+    (g) => g.set(unix(readOffsite().lastSuccessAt)),
+  );
+  gauge(
+    "offsite_upload_last_failure_timestamp_seconds",
+    "When an off-site upload last failed (Unix time; 0: not since the service started).",
+    [],
+    (g) => g.set(unix(readOffsite().lastFailureAt)),
+  );
 }
 
 function registerBackupGauges(options: MetricsOptions, gauge: GaugeFactory): void {

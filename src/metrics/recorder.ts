@@ -10,21 +10,12 @@ export interface BackupEvent {
   seconds: number;
 }
 
-export interface TransferEvent {
-  outcome: Outcome;
-  seconds: number;
-  /** Bytes sent, when the upload succeeded. */
-  bytes?: number;
-}
-
 export interface MetricsRecorder {
   /** A statement failed with one of the kinds src/db/errors.ts sorts errors into. */
   statementError(kind: string): void;
   /** A WAL checkpoint ran: `busy` when a reader kept it from completing. */
   checkpoint(outcome: "complete" | "busy"): void;
   backupFinished(event: BackupEvent): void;
-  /** An off-site copy of a backup was uploaded, or failed to be. */
-  offsiteUploadFinished(event: TransferEvent): void;
   /** A restore drill (restore into a scratch file, migrate, verify) finished. */
   drillFinished(event: { outcome: Outcome; seconds: number }): void;
   restoreFinished(event: { outcome: Outcome; seconds: number }): void;
@@ -35,7 +26,6 @@ export const noMetrics: MetricsRecorder = {
   statementError() {},
   checkpoint() {},
   backupFinished() {},
-  offsiteUploadFinished() {},
   drillFinished() {},
   restoreFinished() {},
   setMaintenance() {},

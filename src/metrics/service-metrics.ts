@@ -3,6 +3,7 @@
 // change. A PostgreSQL Storage adds its pool counts to readHealth's facts as `pool`.
 import packageJson from "../../package.json" with { type: "json" };
 import { listBackups } from "../backups/files.ts";
+import type { OffsiteUploader } from "../backups/offsite/uploader.ts";
 import type { Config } from "../config.ts";
 import { findMigrations, readMigrationStatus } from "../db/migrator.ts";
 import type { Storage } from "../db/storage.ts";
@@ -15,12 +16,15 @@ import {
 
 export interface ServiceMetricsOptions {
   storage: Storage;
+  /** The off-site uploader, when BACKUP_S3_URL is set. */
+  offsite?: Pick<OffsiteUploader, "status"> | undefined;
   config: Pick<Config, "backupDir" | "migrationsDir" | "backupIntervalMs">;
   processMetrics?: boolean;
 }
 
 export function createServiceMetrics({
   storage,
+  offsite,
   config,
   processMetrics,
 }: ServiceMetricsOptions): ServiceMetrics {
@@ -31,6 +35,18 @@ export function createServiceMetrics({
     engine: engine.name,
     processMetrics,
     backupIntervalSeconds: config.backupIntervalMs === null ? null : config.backupIntervalMs / 1000,
+    readOffsite:
+      offsite &&
+      (() => {
+        const { uploads, failures, pending, lastSuccess, lastFailure } = offsite.status();
+        return {
+          uploads,
+          failures,
+          pending,
+          lastSuccessAt: lastSuccess?.at ?? null,
+          lastFailureAt: lastFailure?.at ?? null,
+        };
+      }),
     async readDatabaseStats() {
       const { facts, availableBytes } = await storage.readHealth();
       const { pending } = await readMigrationStatus(storage, migrations);
