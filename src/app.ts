@@ -4,11 +4,13 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import express, { type Express } from "express";
 import helmet from "helmet";
 import { pinoHttp } from "pino-http";
+import type { OnlineRestore } from "./backups/online-restore.ts";
 import type { BackupSchedule } from "./backups/schedule.ts";
 import type { Config } from "./config.ts";
 import { findMigrations } from "./db/migrator.ts";
 import { createStatusReader } from "./db/status.ts";
 import type { Storage } from "./db/storage.ts";
+import { type AdminOptions, adminRouter } from "./http/admin.ts";
 import { apiDocsRouter } from "./http/api-docs.ts";
 import type { ApiRoutes } from "./http/api-router.ts";
 import { createOperationsAuth } from "./http/auth.ts";
@@ -24,23 +26,44 @@ import type { ServiceMetrics } from "./metrics/prometheus.ts";
 export interface AppDeps {
   config: Pick<
     Config,
-    "bodyLimit" | "trustProxy" | "backupDir" | "migrationsDir" | "apiDocs" | "adminToken" | "metricsToken"
+    | "bodyLimit"
+    | "trustProxy"
+    | "backupDir"
+    | "backupKeep"
+    | "backupMaxAgeDays"
+    | "migrationsDir"
+    | "apiDocs"
+    | "adminToken"
+    | "metricsToken"
   >;
   storage: Storage;
   logger: Logger;
   /** Scheduled backups, when the service runs them: their failures show in /health. */
   backups?: Pick<BackupSchedule, "lastFailure">;
+  /** The background jobs' state for /health/details (off-site uploads, the latest drill). */
+  readJobs?: () => { offsite?: unknown; drill?: unknown };
   /** Holds the API off with 503 while the database is swapped (online restore). */
   maintenance?: Maintenance;
   /** Prometheus metrics (src/metrics/prometheus.ts), when a token is set: served on GET /metrics. */
   metrics?: Pick<ServiceMetrics, "httpMiddleware" | "scrape" | "recorder">;
+  /** The operations API's restore and off-site hooks: /admin is mounted when ADMIN_TOKEN is set. */
+  operations?: { restorer: OnlineRestore } & Pick<AdminOptions, "listRemote" | "onBackup">;
 }
 
 // Kept when a proxy or client sends one, so a request can be followed across services; anything
 // longer or with other characters (CR/LF, spaces, quotes) is replaced, never echoed.
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
-export function createApp({ config, storage, logger, backups, maintenance, metrics }: AppDeps): Express {
+export function createApp({
+  config,
+  storage,
+  logger,
+  backups,
+  readJobs,
+  maintenance,
+  metrics,
+  operations,
+}: AppDeps): Express {
   const app = express();
   app.disable("x-powered-by");
   app.set("trust proxy", config.trustProxy);
@@ -95,8 +118,18 @@ export function createApp({ config, storage, logger, backups, maintenance, metri
   });
   // The documented routers, by the path each is mounted at: /openapi.json describes exactly these.
   const api: ApiRoutes = {
-    "/health": healthRouter({ readDetails, requireAdmin: auth.admin, maintenance }),
+    "/health": healthRouter({ readDetails, readJobs, requireAdmin: auth.admin, maintenance }),
     ...(metrics && { "/metrics": metricsRouter({ metrics, requireToken: auth.metrics }) }),
+    ...(operations &&
+      config.adminToken !== null && {
+        "/admin": adminRouter({
+          engine: storage.engine,
+          config,
+          requireAdmin: auth.admin,
+          recorder: metrics?.recorder,
+          ...operations,
+        }),
+      }),
     "/api/notes": notesRouter(storage.kysely),
   };
   for (const [path, { router }] of Object.entries(api)) app.use(path, router);

@@ -11,6 +11,8 @@ const [
   { loadConfig },
   { startBackupSchedule },
   { startDrillSchedule },
+  { createOnlineRestore },
+  { createMaintenance },
   { listBackups },
   { loadEngine },
   { runMigrations },
@@ -22,6 +24,8 @@ const [
   import("./config.ts"),
   import("./backups/schedule.ts"),
   import("./backups/drill-schedule.ts"),
+  import("./backups/online-restore.ts"),
+  import("./http/maintenance.ts"),
   import("./backups/files.ts"),
   import("./db/storage.ts"),
   import("./db/migrator.ts"),
@@ -97,7 +101,39 @@ const drills = startDrillSchedule({
         seconds: drill.ms / 1000,
       })),
 });
-const app = createApp({ config, storage, logger, backups, metrics });
+// The operations API's online restore holds the API off while it swaps the database, and holds the
+// jobs that read it.
+const maintenance = createMaintenance({ onChange: metrics && ((on) => metrics.recorder.setMaintenance(on)) });
+const restorer = createOnlineRestore({
+  storage,
+  maintenance,
+  jobs: {
+    pause: async () => {
+      await Promise.all([backups.pause(), drills.pause()]);
+    },
+    resume: () => {
+      backups.resume();
+      drills.resume();
+    },
+  },
+  config,
+  logger,
+});
+const operations = {
+  restorer,
+  onBackup: offsite && ((backup: Parameters<typeof offsite.enqueue>[0]) => offsite.enqueue(backup)),
+  listRemote: config.offsite
+    ? async () => {
+        const { listBucket } = await import("./backups/offsite/operations.ts");
+        return listBucket({ offsite: config.offsite! });
+      }
+    : undefined,
+};
+const readJobs = () => ({
+  ...(offsite && { offsite: offsite.status() }),
+  ...(config.backupDrillIntervalMs !== null && { drill: drills.last() }),
+});
+const app = createApp({ config, storage, logger, backups, readJobs, metrics, maintenance, operations });
 const running = await listen(app, config).catch((error: unknown) => exitWithStartupError(error, logger));
 logger.info(
   { port: running.port, host: config.host, engine: engine.name, database: engine.target },

@@ -1,5 +1,7 @@
 // The contract checks themselves: every documented response of every operation is produced here
 // and matches /openapi.json, and a response that strays from its declaration is caught.
+import fs from "node:fs";
+import path from "node:path";
 import express from "express";
 import request from "supertest";
 import { describe, expect, it } from "vitest";
@@ -48,6 +50,44 @@ describe("contract", () => {
     await app.delete("/api/notes/2").expect(204);
     await app.delete("/api/notes/0").expect(400);
     await app.delete("/api/notes/2").expect(404);
+
+    // The operations API (ADMIN_TOKEN): backups listed, taken, downloaded, verified and restored.
+    const admin = (req: request.Test) => req.set(bearer(ADMIN_TOKEN));
+    for (const [method, url] of [
+      ["get", "/admin/backups"],
+      ["post", "/admin/backups"],
+      ["get", "/admin/backups/x.db"],
+      ["post", "/admin/backups/x.db/verify"],
+      ["post", "/admin/restore"],
+    ] as const) {
+      await app[method](url).expect(401);
+    }
+    await admin(app.get("/admin/backups")).expect(200);
+    const taken = (await admin(app.post("/admin/backups")).expect(201)).body;
+    await admin(app.get(`/admin/backups/${taken.file}`)).expect(200);
+    await admin(app.get("/admin/backups/app-20200101T000000000Z-manual.db")).expect(404);
+    await admin(app.post(`/admin/backups/${taken.file}/verify`)).expect(200);
+    await admin(app.post("/admin/backups/nothing.db/verify")).expect(404);
+    const tooLong = "x".repeat(300);
+    await admin(app.get(`/admin/backups/${tooLong}`)).expect(400);
+    await admin(app.post(`/admin/backups/${tooLong}/verify`)).expect(400);
+    await admin(app.post("/admin/restore").send({ backup: "x".repeat(2000) })).expect(413);
+    await admin(app.post("/admin/restore").send({ backup: "latest" })).expect(200);
+    await admin(app.post("/admin/restore").send({ backup: "app-20200101T000000000Z-manual.db" })).expect(404);
+    await admin(app.post("/admin/restore").send({})).expect(400);
+    await text(admin(app.post("/admin/restore"))).expect(415);
+    fs.writeFileSync(
+      path.join(t.config.backupDir, "app-20991231T000000000Z-manual.db"),
+      "not a database".repeat(300),
+    );
+    await admin(app.post("/admin/restore").send({ backup: "latest" })).expect(422);
+    fs.rmSync(path.join(t.config.backupDir, "app-20991231T000000000Z-manual.db"));
+    const release = t.holdRestore();
+    const running = t.restorer.restore(taken.file);
+    await admin(app.post("/admin/backups")).expect(409);
+    await admin(app.post("/admin/restore").send({ backup: taken.file })).expect(409);
+    release();
+    await running;
 
     // Not in WAL mode: the service cannot serve.
     t.storage.sqlite.pragma("journal_mode = DELETE");

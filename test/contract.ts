@@ -54,7 +54,13 @@ function record(app: Express, req: IncomingMessage, res: ServerResponse) {
     if (typeof chunk !== "function") keep(chunk, rest[0]);
     return (end as (...args: unknown[]) => ServerResponse).call(this, chunk, ...rest);
   } as typeof res.end;
-  res.once("finish", () => {
+  // "close", not "finish": a client that has read the whole body (Content-Length) may close the
+  // socket before a streamed response calls end(), and then "finish" never comes. A response cut
+  // short (neither ended nor all its declared bytes written) has nothing to hold to the document.
+  res.once("close", () => {
+    const declared = Number(res.getHeader("content-length"));
+    const written = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    if (!res.writableEnded && written !== declared) return;
     recorded.push({
       app,
       method: req.method ?? "GET",

@@ -12,9 +12,11 @@ import type { Express } from "express";
 import { pino } from "pino";
 import { afterEach } from "vitest";
 import { createApp } from "../src/app.ts";
+import { createOnlineRestore, type OnlineRestore } from "../src/backups/online-restore.ts";
 import { type Config, loadConfig } from "../src/config.ts";
 import { runMigrations } from "../src/db/migrator.ts";
 import { createSqliteEngine, type SqliteStorage } from "../src/db/sqlite/engine.ts";
+import { createMaintenance } from "../src/http/maintenance.ts";
 import { createLogger, type Logger } from "../src/logger.ts";
 import { recordResponses } from "./contract.ts";
 
@@ -93,6 +95,10 @@ export interface TestApp {
   storage: SqliteStorage;
   config: Config;
   dir: string;
+  /** The online restore behind POST /admin/restore (mounted when ADMIN_TOKEN is set). */
+  restorer: OnlineRestore;
+  /** Holds the next restore where it pauses the background jobs, until the returned function is called. */
+  holdRestore(): () => void;
   close(): Promise<void>;
 }
 
@@ -106,13 +112,30 @@ export async function createTestApp(env: Record<string, string> = {}): Promise<T
     backupDir: config.backupDir,
     logger: silentLogger,
   });
+  const maintenance = createMaintenance();
+  let held: Promise<void> | undefined;
+  const jobs = { pause: async () => held, resume: () => {} };
+  const restorer = createOnlineRestore({ storage, maintenance, jobs, config, logger: silentLogger });
   // Its responses are checked against its /openapi.json after each test (test/contract-setup.ts).
-  const app = recordResponses(createApp({ config, storage, logger: silentLogger }));
+  const app = recordResponses(
+    createApp({ config, storage, logger: silentLogger, maintenance, operations: { restorer } }),
+  );
   return {
     app,
     storage,
     config,
     dir,
+    restorer,
+    holdRestore() {
+      let release!: () => void;
+      held = new Promise((resolve) => {
+        release = resolve;
+      });
+      return () => {
+        held = undefined;
+        release();
+      };
+    },
     async close() {
       await storage.close();
       fs.rmSync(dir, { recursive: true, force: true });

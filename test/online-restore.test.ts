@@ -41,7 +41,7 @@ async function service(extraMigrations: Record<string, string> = {}) {
   await new Promise((resolve) => server.once("listening", resolve));
   defer(() => new Promise((resolve) => server.close(resolve)));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const restorer = createOnlineRestore({ storage, maintenance, backups, config, logger: silentLogger });
+  const restorer = createOnlineRestore({ storage, maintenance, jobs: backups, config, logger: silentLogger });
   return { dir, config, storage, base, restorer, maintenance };
 }
 
@@ -224,6 +224,25 @@ export async function up(db) {
     expect(old.sqlite.prepare("SELECT title FROM notes ORDER BY id DESC LIMIT 1").pluck().get()).toBe(
       "admitted before the restore",
     );
+  });
+
+  it("is refused, pointing to the command line, on an engine that cannot close its database for everyone", async () => {
+    const { storage, config, maintenance } = await service();
+    // As PostgreSQL's Storage: other instances may share the database, so it has no suspend().
+    const shared = { ...storage, suspend: undefined, resume: undefined, engine: storage.engine };
+    const restorer = createOnlineRestore({
+      storage: shared,
+      maintenance,
+      jobs: { pause: async () => {}, resume: () => {} },
+      config,
+      logger: silentLogger,
+    });
+    const error = await restorer.restore("latest").catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      reason: "unsupported",
+      message: expect.stringContaining("npm run db:restore"),
+    });
+    expect(maintenance.active).toBe(false);
   });
 
   it("answers 503 maintenance on the API and on /health while the database is swapped", async () => {

@@ -7,13 +7,14 @@ import { runMigrations } from "../db/migrator.ts";
 import type { Storage } from "../db/storage.ts";
 import type { Maintenance } from "../http/maintenance.ts";
 import type { Logger } from "../logger.ts";
+import type { Repeating } from "./every.ts";
 import { type BackupFile, listBackups } from "./files.ts";
-import type { BackupSchedule } from "./schedule.ts";
 
 export interface OnlineRestoreDeps {
   storage: Storage;
   maintenance: Maintenance;
-  backups: Pick<BackupSchedule, "pause" | "resume">;
+  /** The jobs that must not race the swap (scheduled backups and drills): held until it ends. */
+  jobs: Pick<Repeating, "pause" | "resume">;
   config: Pick<Config, "backupDir" | "migrationsDir" | "shutdownTimeoutMs">;
   logger: Logger;
 }
@@ -29,7 +30,12 @@ export interface OnlineRestoreResult {
   ms: number;
 }
 
-export const RESTORE_FAILURES = ["busy", "unsupported", "not_found", "unsound", "failed"] as const;
+/**
+ * busy: another restore runs; unsupported: the engine shares its database; not_found; unsound: the
+ * backup failed verification; refused: the engine would not restore (another process holds the
+ * database), nothing changed; failed: something failed after the swap, the previous database is back.
+ */
+export const RESTORE_FAILURES = ["busy", "unsupported", "not_found", "unsound", "refused", "failed"] as const;
 
 /**
  * Why a restore did not happen or did not stick. Either way the service serves the database it
@@ -51,7 +57,7 @@ export interface OnlineRestore {
 }
 
 export function createOnlineRestore(deps: OnlineRestoreDeps): OnlineRestore {
-  const { storage, maintenance, backups, config, logger } = deps;
+  const { storage, maintenance, jobs, config, logger } = deps;
   const { engine } = storage;
   let running = false;
 
@@ -137,7 +143,7 @@ export function createOnlineRestore(deps: OnlineRestoreDeps): OnlineRestore {
         }
         logger.info({ backup: backup.file }, "online restore: verified, entering maintenance");
         const { unfinished } = await maintenance.begin(config.shutdownTimeoutMs);
-        await backups.pause();
+        await jobs.pause();
         try {
           const { previous, migrated } = await swap(backup);
           const ms = Math.round(performance.now() - started);
@@ -147,7 +153,7 @@ export function createOnlineRestore(deps: OnlineRestoreDeps): OnlineRestore {
           );
           return { backup, previous, migrated, unfinished, ms };
         } finally {
-          backups.resume();
+          jobs.resume();
           maintenance.end();
         }
       } finally {

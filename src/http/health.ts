@@ -13,6 +13,8 @@ export interface HealthOptions {
   readDetails: () => Promise<DatabaseReport>;
   /** Guards /health/details: the admin token (404 when none is configured). */
   requireAdmin: RequestHandler;
+  /** The background jobs' state for /health/details: off-site uploads, the latest drill. */
+  readJobs?: (() => { offsite?: unknown; drill?: unknown }) | undefined;
   /** While on, both answer 503 "maintenance" without touching the database. */
   maintenance?: Pick<Maintenance, "active"> | undefined;
 }
@@ -42,6 +44,17 @@ const healthDetails = z
       .looseObject({ engine: z.string() })
       .optional()
       .meta({ description: "The engine's facts, migrations, the newest backup, row counts" }),
+    offsite: z
+      .looseObject({ target: z.string(), encrypted: z.boolean(), failing: z.boolean() })
+      .optional()
+      .meta({ description: "Off-site backups (BACKUP_S3_URL): uploads, failures and their age" }),
+    drill: z
+      .looseObject({ ok: z.boolean(), source: z.enum(["bucket", "local"]) })
+      .nullable()
+      .optional()
+      .meta({
+        description: "The latest scheduled restore drill (BACKUP_DRILL_INTERVAL); null before the first",
+      }),
   })
   .meta({ id: "HealthDetails" });
 
@@ -77,7 +90,7 @@ type Check =
   | { status: "ok"; database: DatabaseStatus }
   | { status: "error" | "maintenance"; reason: string; detail: string; database?: DatabaseStatus };
 
-export function healthRouter({ readDetails, requireAdmin, maintenance }: HealthOptions): ApiRouter {
+export function healthRouter({ readDetails, readJobs, requireAdmin, maintenance }: HealthOptions): ApiRouter {
   const router = apiRouter({
     name: "health",
     description: "For load balancers, orchestrators and operators",
@@ -121,6 +134,7 @@ export function healthRouter({ readDetails, requireAdmin, maintenance }: HealthO
         version: packageJson.version,
         uptimeSeconds: Math.round(process.uptime()),
         ...(result.database && { database: result.database }),
+        ...readJobs?.(),
       });
   });
 

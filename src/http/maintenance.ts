@@ -20,7 +20,8 @@ export interface Maintenance {
 /** Seconds a client is told to wait: an online restore of a small database takes well under one. */
 const RETRY_AFTER_SECONDS = "5";
 
-export function createMaintenance(): Maintenance {
+/** `onChange` hears each switch on and off (the maintenance gauge in the metrics). */
+export function createMaintenance({ onChange }: { onChange?: (on: boolean) => void } = {}): Maintenance {
   let active = false;
   let inFlight = 0;
   const drained = new EventEmitter();
@@ -47,6 +48,7 @@ export function createMaintenance(): Maintenance {
     },
     async begin(timeoutMs) {
       active = true;
+      onChange?.(true);
       if (inFlight > 0) {
         await once(drained, "idle", { signal: AbortSignal.timeout(timeoutMs) }).catch(() => {});
       }
@@ -54,6 +56,7 @@ export function createMaintenance(): Maintenance {
     },
     end() {
       active = false;
+      onChange?.(false);
     },
   };
 }
