@@ -8,8 +8,8 @@ import { parseArgs } from "node:util";
 import { type BackupFile, findNewestBackup, listBackups } from "../src/backups/files.ts";
 import { OffsiteError } from "../src/backups/offsite/errors.ts";
 import { drillFromBucket, fetchBackup, listBucket, uploadNow } from "../src/backups/offsite/operations.ts";
-import { createProgress } from "../src/backups/offsite/progress.ts";
 import type { RemoteBackup } from "../src/backups/offsite/remote.ts";
+import { createProgress, type Progress } from "../src/backups/progress.ts";
 import { DrillError, type DrillReport, runRestoreDrill } from "../src/backups/rehearsal.ts";
 import { pruneBackups } from "../src/backups/retention.ts";
 import { type Config, ConfigError, loadConfig, type OffsiteConfig } from "../src/config.ts";
@@ -131,7 +131,19 @@ async function backup(config: Config, engine: StorageEngine): Promise<boolean> {
 async function takeLocalBackup(config: Config, engine: StorageEngine) {
   await requireDatabase(engine);
   const started = performance.now();
-  const taken = await engine.backup({ backupDir: config.backupDir, kind: "manual" });
+  // On a terminal, the snapshot's progress (a large database takes seconds per GB).
+  let shown: Progress | undefined;
+  let done = 0;
+  const taken = await engine.backup({
+    backupDir: config.backupDir,
+    kind: "manual",
+    onProgress: (written, expected) => {
+      shown ??= createProgress({ label: "snapshot", total: expected });
+      shown.add(written - done);
+      done = written;
+    },
+  });
+  shown?.finish();
   const pruned = pruneBackups({
     database: engine.database,
     backupDir: config.backupDir,

@@ -186,6 +186,26 @@ describe("takeOnlineBackup", () => {
     expect(listBackups(config.backupDir).map((b) => b.kind)).toEqual(["scheduled"]);
   });
 
+  it("reports the copy's growth against the database's size, ending at the backup's size", async () => {
+    const { config, db: live } = await setup();
+    live.sqlite.exec("CREATE TABLE filler (b BLOB)");
+    const fill = live.sqlite.prepare("INSERT INTO filler VALUES (randomblob(1048576))");
+    for (let i = 0; i < 64; i++) fill.run();
+    live.sqlite.pragma("wal_checkpoint(TRUNCATE)");
+    const reports: [number, number | undefined][] = [];
+    const backup = await takeOnlineBackup({
+      databasePath: config.databasePath,
+      backupDir: config.backupDir,
+      kind: "manual",
+      onProgress: (written, expected) => reports.push([written, expected]),
+    });
+    expect(reports.length).toBeGreaterThan(0);
+    expect(reports.every(([, expected]) => expected === fs.statSync(config.databasePath).size)).toBe(true);
+    const written = reports.map(([w]) => w);
+    expect(written).toEqual([...written].sort((a, b) => a - b));
+    expect(written.at(-1)).toBe(backup.sizeBytes);
+  });
+
   it("removes its partial file when aborted", async () => {
     const { config, db: live } = await setup();
     insertNotes(live, 2000);

@@ -110,6 +110,11 @@ export interface BackupOptions {
   now?: Date;
   /** Stops the copy (at shutdown); its partial file is removed. */
   signal?: AbortSignal;
+  /**
+   * Told now and then how many bytes of the backup are written, and how many the engine expects
+   * (undefined when it cannot tell): a terminal's progress display.
+   */
+  onProgress?: (written: number, expected: number | undefined) => void;
 }
 
 export interface RestoreOptions {

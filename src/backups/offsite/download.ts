@@ -9,9 +9,9 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { GetObjectCommandOutput } from "@aws-sdk/client-s3";
 import { syncFile } from "../files.ts";
+import { counting, noProgress, type Progress } from "../progress.ts";
 import { COMPRESSION, decode, ENCRYPTION, sha256Of } from "./codec.ts";
 import { describeS3Error, OffsiteError } from "./errors.ts";
-import { counting, noProgress, type Progress } from "./progress.ts";
 import { listRemoteBackups, type RemoteBackup } from "./remote.ts";
 import type { Bucket } from "./s3.ts";
 

@@ -3,10 +3,10 @@
 // the server (its parts deleted), so nothing half-written ever looks like a backup.
 import fs from "node:fs/promises";
 import { pipeline, type Readable } from "node:stream";
+import { counting, noProgress, type Progress } from "../progress.ts";
 import { COMPRESSION, ENCRYPTION, encode, sha256Of } from "./codec.ts";
 import { describeS3Error, OffsiteError } from "./errors.ts";
 import { objectKey, parseBackupName } from "./keys.ts";
-import { counting, noProgress, type Progress } from "./progress.ts";
 import type { Bucket } from "./s3.ts";
 
 /** A backup file in BACKUP_DIR: where it is and its name (which becomes the object's). */
