@@ -35,9 +35,9 @@ const USAGE = `usage: node scripts/db.ts <command> [options]
 off-site (BACKUP_S3_URL):
   backup --upload                 take a backup, upload it, wait until it is in the bucket
   list --remote                   the backups in the bucket, newest first
-  restore --from-remote latest|NAME [--identity FILE]
+  restore --from-remote latest|NAME [--identity FILE|-]
                                   download, decrypt, check the SHA-256, then restore as above
-  restore --drill --from-remote latest|NAME [--identity FILE]
+  restore --drill --from-remote latest|NAME [--identity FILE|-]
                                   the drill, on a backup downloaded from the bucket
 options: --json (machine-readable output)`;
 

@@ -1,14 +1,24 @@
 // The off-site commands as real processes against a real S3-compatible server (s3rver, see
 // s3-server.ts): backup --upload, list --remote, restore --from-remote onto an empty data folder,
 // the drill from the bucket, refusals, SIGTERM during an upload, and nothing S3 loaded when off.
+import { spawn } from "node:child_process";
 import crypto from "node:crypto";
+import { once } from "node:events";
 import fs from "node:fs";
 import path from "node:path";
 import { generateX25519Identity, identityToRecipient } from "age-encryption";
 import BetterSqlite3 from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { listBackups } from "../src/backups/files.ts";
-import { callService, cleanupAfterEach, runNode, type ServiceChild, startService } from "./helpers.ts";
+import {
+  callService,
+  childEnv,
+  cleanupAfterEach,
+  ROOT,
+  runNode,
+  type ServiceChild,
+  startService,
+} from "./helpers.ts";
 import { pendingUploads, type S3Server, startS3Server } from "./s3-server.ts";
 
 const { tempDir, defer, track, run } = cleanupAfterEach();
@@ -159,6 +169,34 @@ describe("db:restore -- --from-remote", () => {
     const back = await serve(env);
     expect(await titles(back)).toEqual([...written].sort());
     await stop(back);
+  });
+
+  it("reads the identity from standard input with --identity -, for a one-off container", async () => {
+    const s3 = await server();
+    const { env, dataDir, backupDir, identityFile } = await setup(s3);
+    expect((await run("scripts/migrate.ts", ["up"], env)).code).toBe(0);
+    expect((await db(["backup", "--upload"], env)).code).toBe(0);
+    fs.rmSync(dataDir, { recursive: true });
+    fs.rmSync(backupDir, { recursive: true });
+
+    const child = spawn(
+      process.execPath,
+      ["scripts/db.ts", "restore", "--from-remote", "latest", "--identity", "-"],
+      {
+        cwd: ROOT,
+        env: childEnv(env),
+        stdio: [fs.openSync(identityFile, "r"), "pipe", "pipe"],
+      },
+    );
+    defer(() => child.kill("SIGKILL"));
+    let out = "";
+    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+      out += chunk;
+    });
+    const [code] = (await once(child, "exit")) as [number];
+    expect(code).toBe(0);
+    expect(out).toMatch(/^fetched .* decrypted \(age\)/m);
+    expect(fs.existsSync(env.DATABASE_PATH!)).toBe(true);
   });
 
   it("the drill: downloads, migrates and counts in a scratch copy, touching nothing live", async () => {

@@ -53,7 +53,9 @@ export async function decode(encoded: Readable, identities: readonly string[] | 
 export function readIdentityFile(file: string): string[] {
   let text: string;
   try {
-    text = fs.readFileSync(file, "utf8");
+    // "-": standard input, so a one-off container can be handed the key without a file to mount
+    // (whose owner would have to be the container's user).
+    text = fs.readFileSync(file === "-" ? 0 : file, "utf8");
   } catch (error) {
     throw new OffsiteError(`cannot read the age identity file ${file}: ${(error as Error).message}`);
   }

@@ -141,7 +141,7 @@ export function identitiesFor(
   offsite: OffsiteConfig,
   explicitFile?: string,
 ): { identities: string[]; source: string } | null {
-  const file = explicitFile ? path.resolve(explicitFile) : offsite.identityFile;
+  const file = explicitFile === "-" ? "-" : explicitFile ? path.resolve(explicitFile) : offsite.identityFile;
   if (!file) return null;
   return { identities: readIdentityFile(file), source: file };
 }
