@@ -68,7 +68,7 @@ try {
 
   // Logs go to stderr so stdout carries only the command's answer.
   const logger = createLogger(config, 2);
-  const engine = await loadEngine(config);
+  const engine = await loadEngine(config, logger);
   if (values["dry-run"]) {
     if (command !== "up") {
       console.error("--dry-run goes with up: npm run migrate -- --dry-run");
@@ -77,7 +77,13 @@ try {
     process.exit((await dryRun(engine, config, logger)) ? 0 : 1);
   }
   const storage = await engine.open();
-  const options = { storage, migrationsDir: config.migrationsDir, backupDir: config.backupDir, logger };
+  const options = {
+    storage,
+    migrationsDir: config.migrationsDir,
+    backupDir: config.backupDir,
+    logger,
+    backupFirst: config.migrateBackup || ("off" as const),
+  };
   try {
     if (command === "status") {
       const status = await readMigrationStatus(storage, findMigrations(config.migrationsDir));

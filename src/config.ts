@@ -4,7 +4,9 @@ import { isIP } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { z } from "zod";
+import packageJson from "../package.json" with { type: "json" };
 import { isAgeX25519Recipient } from "./backups/offsite/age-recipient.ts";
+import { parseDatabaseUrl } from "./db/postgres/url.ts";
 
 const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -17,6 +19,13 @@ const booleanString = z
   .transform((v) => v === "true" || v === "1" || v === "yes");
 
 const onOff = z.enum(["on", "off"], { error: "expected on or off" }).transform((v) => v === "on");
+
+// Checked here so a bad URL stops the service before anything loads; the message never holds the
+// value (a password is likely in it).
+const databaseUrl = z.string().superRefine((value, ctx) => {
+  const parsed = parseDatabaseUrl(value);
+  if (typeof parsed === "string") ctx.addIssue({ code: "custom", message: parsed });
+});
 
 const integerString = (min: number, max: number) =>
   z
@@ -117,6 +126,17 @@ const envSchema = z.object({
   PORT: integerString(0, 65535).default(3000),
   HOST: z.string().min(1).default("0.0.0.0"),
   DATABASE_PATH: z.string().min(1).default("./data/app.db"),
+  DATABASE_URL: databaseUrl.optional(),
+  DATABASE_POOL_MAX: integerString(1, 10_000).default(10),
+  DATABASE_CONNECT_TIMEOUT_MS: integerString(100, 600_000).default(5_000),
+  DATABASE_STATEMENT_TIMEOUT_MS: integerString(0, 86_400_000).default(15_000),
+  DATABASE_LOCK_TIMEOUT_MS: integerString(0, 86_400_000).default(2_000),
+  DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: integerString(0, 86_400_000).default(60_000),
+  DATABASE_APPLICATION_NAME: z
+    .string()
+    .regex(/^[\x20-\x7e]{1,63}$/, { error: "expected 1 to 63 printable ASCII characters" })
+    .default(packageJson.name),
+  MIGRATE_BACKUP: onOff.default(true),
   BACKUP_DIR: z.string().min(1).optional(),
   BACKUP_INTERVAL: interval.default(null),
   BACKUP_KEEP: integerString(1, 100_000).default(10),
@@ -158,16 +178,38 @@ const SECRET_VARIABLES = new Set([
   "AWS_SESSION_TOKEN",
   "ADMIN_TOKEN",
   "METRICS_TOKEN",
+  "DATABASE_URL",
 ]);
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** The PostgreSQL connection pool's settings (used when DATABASE_URL is set). */
+export interface PostgresSettings {
+  /** Connections this process may open; size it across every instance against max_connections. */
+  readonly poolMax: number;
+  /** Opening a connection, or waiting for a free one in a full pool, fails after this (503). */
+  readonly connectTimeoutMs: number;
+  /** statement_timeout for the service's queries (not for migrations); 0 = none. */
+  readonly statementTimeoutMs: number;
+  /** lock_timeout: how long a statement waits for a row or table lock before a 503; 0 = forever. */
+  readonly lockTimeoutMs: number;
+  /** idle_in_transaction_session_timeout: ends a session left idle inside a transaction; 0 = never. */
+  readonly idleInTransactionTimeoutMs: number;
+  /** application_name, as pg_stat_activity shows the service's sessions. */
+  readonly applicationName: string;
+}
 
 export interface Config {
   readonly nodeEnv: (typeof NODE_ENVS)[number];
   readonly port: number;
   readonly host: string;
-  /** Absolute path of the SQLite file. */
+  /** Absolute path of the SQLite file (unused when databaseUrl is set). */
   readonly databasePath: string;
+  /** DATABASE_URL: a PostgreSQL URL selects PostgreSQL; null: SQLite at databasePath. Holds a secret. */
+  readonly databaseUrl: string | null;
+  readonly postgres: PostgresSettings;
+  /** Back the database up before applying migrations (MIGRATE_BACKUP; off: rely on the platform's). */
+  readonly migrateBackup: boolean;
   /** Absolute path of the folder that holds backups. */
   readonly backupDir: string;
   /** How often the service takes a backup of its own; null: never. */
@@ -258,6 +300,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     port: e.PORT,
     host: e.HOST,
     databasePath,
+    databaseUrl: e.DATABASE_URL ?? null,
+    postgres: Object.freeze({
+      poolMax: e.DATABASE_POOL_MAX,
+      connectTimeoutMs: e.DATABASE_CONNECT_TIMEOUT_MS,
+      statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
+      lockTimeoutMs: e.DATABASE_LOCK_TIMEOUT_MS,
+      idleInTransactionTimeoutMs: e.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS,
+      applicationName: e.DATABASE_APPLICATION_NAME,
+    }),
+    migrateBackup: e.MIGRATE_BACKUP,
     backupDir: path.resolve(cwd, e.BACKUP_DIR ?? path.join(path.dirname(databasePath), "backups")),
     backupIntervalMs: e.BACKUP_INTERVAL,
     backupKeep: e.BACKUP_KEEP,

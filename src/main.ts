@@ -51,7 +51,7 @@ const logger = createLogger(config);
 
 let storage: Storage;
 try {
-  const engine = await loadEngine(config);
+  const engine = await loadEngine(config, logger);
   storage = await engine.open();
   if (config.migrateOnStart) {
     await runMigrations({
@@ -59,6 +59,7 @@ try {
       migrationsDir: config.migrationsDir,
       backupDir: config.backupDir,
       logger,
+      backupFirst: config.migrateBackup || "off",
     });
   }
 } catch (error) {

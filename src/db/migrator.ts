@@ -47,8 +47,12 @@ export interface MigratorOptions {
   logger: Logger;
   /** How long to wait for another process that is migrating the same database. */
   lockTimeoutMs?: number;
-  /** false for a scratch copy (dry run, restore drill): it is its own backup. Default true. */
-  backupFirst?: boolean;
+  /**
+   * false for a scratch copy (dry run, restore drill): it is its own backup. "off": the operator
+   * turned backups off (MIGRATE_BACKUP=off, relying on the platform's snapshots); the log says so
+   * each time one would have been taken. Default true.
+   */
+  backupFirst?: boolean | "off";
 }
 
 export interface MigrationResult {
@@ -113,7 +117,7 @@ export async function revertLastMigration(options: MigratorOptions): Promise<Mig
     if (!last) return { names: [], backup: undefined };
     const backup = await backupBeforeChange(options, "pre-rollback", last);
     const names = await runReportingFailure(umzug, backup, () => umzug.down({ step: 1 }));
-    options.logger.info({ migrations: names, backup: backup.path }, "migration reverted");
+    options.logger.info({ migrations: names, backup: backup?.path }, "migration reverted");
     return { names, backup };
   });
 }
@@ -202,7 +206,11 @@ async function backupBeforeChange(
   options: MigratorOptions,
   kind: BackupKind,
   migration: string,
-): Promise<BackupFile> {
+): Promise<BackupFile | undefined> {
+  if (options.backupFirst === "off") {
+    options.logger.warn({ migration }, `${kind} backup skipped: MIGRATE_BACKUP=off`);
+    return undefined;
+  }
   const started = performance.now();
   const backup = await options.storage.engine.backup({
     backupDir: options.backupDir,

@@ -6,6 +6,7 @@
 import type { Kysely } from "kysely";
 import type { Logger } from "pino";
 import type { BackupFile, BackupKind } from "../backups/files.ts";
+import type { PostgresSettings } from "../config.ts";
 import type { MigrationContext } from "./migrator.ts";
 import type { DB } from "./schema.ts";
 
@@ -184,10 +185,25 @@ export interface EngineConfig {
   databasePath: string;
   backupDir: string;
   busyTimeoutMs: number;
+  /** Set: PostgreSQL at this URL, and databasePath is unused. */
+  databaseUrl?: string | null;
+  postgres?: PostgresSettings;
+  /** How long closing waits for queries still running (PostgreSQL's pool). */
+  shutdownTimeoutMs?: number;
 }
 
-/** The engine the configuration selects. */
-export async function loadEngine(config: EngineConfig): Promise<StorageEngine> {
+/** The engine the configuration selects: DATABASE_URL when set, else SQLite at DATABASE_PATH. */
+export async function loadEngine(config: EngineConfig, logger?: Logger): Promise<StorageEngine> {
+  if (config.databaseUrl) {
+    if (!config.postgres) throw new Error("loadEngine: databaseUrl without postgres settings");
+    const { createPostgresEngine } = await import("./postgres/engine.ts");
+    return createPostgresEngine({
+      url: config.databaseUrl,
+      settings: config.postgres,
+      logger,
+      ...(config.shutdownTimeoutMs !== undefined && { closeTimeoutMs: config.shutdownTimeoutMs }),
+    });
+  }
   const { createSqliteEngine } = await import("./sqlite/engine.ts");
   return createSqliteEngine(config);
 }
