@@ -230,7 +230,12 @@ async function openStorage(
 // pool.end() waits for every checked-out connection to come back: a query stuck on a lock would
 // hold the shutdown forever. Bounded; whatever is left goes with the process.
 async function closePool(kysely: Kysely<DB>, pool: pg.Pool, timeoutMs: number, logger: Logger | undefined) {
-  const ended = kysely.destroy().then(() => "ended" as const);
+  const ended = (async () => {
+    await kysely.destroy();
+    // Kysely ends the pool only if it ever used it; /health and the migrator use it directly.
+    if (!pool.ending) await pool.end();
+    return "ended" as const;
+  })();
   const outcome = await Promise.race([ended, sleep(timeoutMs, "timeout" as const, { ref: false })]);
   if (outcome === "timeout") {
     logger?.warn(
