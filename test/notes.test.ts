@@ -1,12 +1,8 @@
 import request from "supertest";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createTestApp, type TestApp } from "./helpers.ts";
+import { afterEach, beforeEach, expect, it } from "vitest";
+import { createEngineTestApp, describeEngines, type EngineTestApp } from "./engines.ts";
 
-let t: TestApp;
-beforeEach(async () => {
-  t = await createTestApp();
-});
-afterEach(() => t.close());
+let t: EngineTestApp;
 
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -16,7 +12,12 @@ const create = (title: string, body?: string) =>
     .send(body === undefined ? { title } : { title, body })
     .expect(201);
 
-describe("notes", () => {
+describeEngines("notes", (engine) => {
+  beforeEach(async () => {
+    t = await createEngineTestApp(engine);
+  });
+  afterEach(() => t.close());
+
   it("creates a note: 201, a Location header and the stored note", async () => {
     const res = await create("first", "hello");
     expect(res.body).toEqual({
@@ -37,7 +38,7 @@ describe("notes", () => {
 
   it("stores SQL and HTML verbatim and returns them as JSON", async () => {
     const title = `'); DROP TABLE notes; -- <script>alert(1)</script>`;
-    const body = `" OR 1=1 -- \u0000 ünïcödé 🎉`;
+    const body = `" OR 1=1 -- \u0001 ünïcödé 🎉`;
     const { body: note } = await create(title, body);
     const res = await request(t.app)
       .get(`/api/notes/${note.id}`)
@@ -53,6 +54,7 @@ describe("notes", () => {
     [{ title: 42 }, "title"],
     [{ title: "ok", body: "x".repeat(10_001) }, "body"],
     [{ title: "ok", extra: true }, ""],
+    [{ title: "nul \u0000 inside" }, "title"],
   ])("rejects %j with validation_failed and stores nothing", async (payload, field) => {
     const res = await request(t.app).post("/api/notes").send(payload).expect(400);
     expect(res.body.error.code).toBe("validation_failed");

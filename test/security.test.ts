@@ -157,7 +157,7 @@ describe("stored text", () => {
     defer(() => t.close());
     const note = {
       title: `Robert'); DROP TABLE notes;-- <script>alert("x")</script>`,
-      body: `<img src=x onerror=alert(1)> ' OR '1'='1 \\"; SELECT * FROM sqlite_schema; -- &amp; \u2028 \u0000 end`,
+      body: `<img src=x onerror=alert(1)> ' OR '1'='1 \\"; SELECT * FROM sqlite_schema; -- &amp; \u2028 \u0001 end`,
     };
     const created = await request(t.app).post("/api/notes").send(note).expect(201);
     expect(created.headers["content-type"]).toBe("application/json; charset=utf-8");

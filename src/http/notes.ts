@@ -17,8 +17,13 @@ const idParams = z.object({
 });
 
 // A lone UTF-16 surrogate ("\ud800", legal in JSON) has no UTF-8 form: SQLite would store U+FFFD
-// instead, and the note would silently differ from what the client sent. Refuse it.
-const text = () => z.string().refine((value) => value.isWellFormed(), { error: "contains a lone surrogate" });
+// instead, and the note would silently differ from what the client sent. Refuse it. NUL ("\u0000")
+// too: PostgreSQL's text cannot hold it (22021), and a note must be storable on either engine.
+const text = () =>
+  z
+    .string()
+    .refine((value) => value.isWellFormed(), { error: "contains a lone surrogate" })
+    .refine((value) => !value.includes("\0"), { error: "contains a NUL character (\\u0000)" });
 const title = text().min(1).max(200);
 const body = text().max(10_000);
 
