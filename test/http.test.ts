@@ -1,12 +1,15 @@
+import { sql } from "kysely";
 import request from "supertest";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { createTestApp, type TestApp } from "./helpers.ts";
+import { createEngineTestApp, describeEngines, type EngineTestApp } from "./engines.ts";
 
-let t: TestApp;
-beforeEach(async () => {
-  t = await createTestApp({ BODY_LIMIT: "1kb" });
-});
-afterEach(() => t.close());
+let t: EngineTestApp;
+const onEngine = (engine: Parameters<typeof createEngineTestApp>[0]) => {
+  beforeEach(async () => {
+    t = await createEngineTestApp(engine, { BODY_LIMIT: "1kb" });
+  });
+  afterEach(() => t.close());
+};
 
 function expectErrorShape(body: unknown, code: string) {
   expect(body).toEqual({
@@ -21,7 +24,9 @@ function expectErrorShape(body: unknown, code: string) {
   });
 }
 
-describe("errors", () => {
+describeEngines("errors", (engine) => {
+  onEngine(engine);
+
   it("answers bad_json 400 for malformed JSON", async () => {
     const res = await request(t.app)
       .post("/api/notes")
@@ -68,7 +73,7 @@ describe("errors", () => {
   });
 
   it("answers internal 500 without a stack, SQL or path, and logs the cause", async () => {
-    t.storage.sqlite.exec("DROP TABLE notes");
+    await sql`DROP TABLE notes`.execute(t.storage.kysely);
     const res = await request(t.app).get("/api/notes").expect(500);
     expect(res.body.error).toEqual({
       code: "internal",
@@ -79,7 +84,7 @@ describe("errors", () => {
   });
 
   it("maps a constraint violation to 409 conflict", async () => {
-    t.storage.sqlite.exec("CREATE UNIQUE INDEX one_title ON notes (title)");
+    await sql`CREATE UNIQUE INDEX one_title ON notes (title)`.execute(t.storage.kysely);
     await request(t.app).post("/api/notes").send({ title: "same" }).expect(201);
     const res = await request(t.app).post("/api/notes").send({ title: "same" }).expect(409);
     expectErrorShape(res.body, "conflict");
@@ -87,6 +92,8 @@ describe("errors", () => {
 });
 
 describe("request ids", () => {
+  onEngine("sqlite");
+
   it("makes one and echoes it in the response and the error body", async () => {
     const res = await request(t.app).get("/nope");
     expect(res.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
@@ -109,6 +116,8 @@ describe("request ids", () => {
 });
 
 describe("security headers", () => {
+  onEngine("sqlite");
+
   it.each([["/health/live"], ["/api/notes"], ["/nope"]])(
     "sets helmet's headers and hides X-Powered-By on %s",
     async (url) => {
