@@ -3,26 +3,24 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { listBackups } from "../src/backups/files.ts";
+import { describeEngines, engineEnv } from "./engines.ts";
 import { cleanupAfterEach, migrationsWith } from "./helpers.ts";
 
 const { tempDir, run } = cleanupAfterEach();
 
-function setup() {
-  const dir = tempDir();
-  const migrationsDir = migrationsWith(dir, {});
-  const env = {
-    DATABASE_PATH: path.join(dir, "app.db"),
-    BACKUP_DIR: path.join(dir, "backups"),
-    MIGRATIONS_DIR: migrationsDir,
-  };
-  return { dir, migrationsDir, env };
-}
-
 const migrate = (env: Record<string, string>, ...args: string[]) => run("scripts/migrate.ts", args, env);
 
-describe("npm run migrate:*", () => {
+describeEngines("npm run migrate:*", (engine) => {
+  const extension = engine === "sqlite" ? "db" : "dump";
+  async function setup() {
+    const dir = tempDir();
+    const migrationsDir = migrationsWith(dir, {});
+    const env = { ...(await engineEnv(engine, dir)), MIGRATIONS_DIR: migrationsDir };
+    return { dir, migrationsDir, env: env as typeof env & { BACKUP_DIR: string } };
+  }
+
   it("lists, applies, reverts and re-applies migrations by name", async () => {
-    const { env, migrationsDir } = setup();
+    const { env, migrationsDir } = await setup();
     expect(await migrate(env, "status")).toMatchObject({
       code: 0,
       out: ["pending  0001_create_notes", "0 applied, 1 pending"],
@@ -46,12 +44,12 @@ export async function down(db) { await db.schema.alterTable("notes").dropColumn(
     const applied = JSON.parse(up.out[0]!);
     expect(applied).toEqual({
       applied: ["0002_add_tags"],
-      backup: expect.stringMatching(/pre-migration-0002_add_tags\.db$/),
+      backup: expect.stringMatching(new RegExp(`pre-migration-0002_add_tags\\.${extension}$`)),
     });
     const down = await migrate(env, "down");
     expect(down.code).toBe(0);
     expect(down.out).toEqual([
-      expect.stringMatching(/^backup {3}.*pre-rollback-0002_add_tags\.db$/),
+      expect.stringMatching(new RegExp(`^backup {3}.*pre-rollback-0002_add_tags\\.${extension}$`)),
       "reverted 0002_add_tags",
     ]);
     expect(
@@ -63,7 +61,7 @@ export async function down(db) { await db.schema.alterTable("notes").dropColumn(
   });
 
   it("writes the next numbered migration from the template, which applies and reverts", async () => {
-    const { env, migrationsDir } = setup();
+    const { env, migrationsDir } = await setup();
     const created = await migrate(env, "new", "add_widgets");
     expect(created.code).toBe(0);
     const file = path.join(migrationsDir, "0002_add_widgets.ts");
@@ -79,7 +77,7 @@ export async function down(db) { await db.schema.alterTable("notes").dropColumn(
   });
 
   it("refuses a bad name or command with a usage line and exit code 2", async () => {
-    const { env } = setup();
+    const { env } = await setup();
     const badName = await migrate(env, "new", "Add-Widgets");
     expect(badName.code).toBe(2);
     expect(badName.stderr).toMatch(/lowercase letters, digits and underscores/);
@@ -89,7 +87,7 @@ export async function down(db) { await db.schema.alterTable("notes").dropColumn(
   });
 
   it("exits 1 with one line when a migration fails, naming it", async () => {
-    const { env, migrationsDir } = setup();
+    const { env, migrationsDir } = await setup();
     fs.writeFileSync(
       path.join(migrationsDir, "0002_broken.ts"),
       'export async function up() { throw new Error("no"); }\n',
