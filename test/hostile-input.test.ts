@@ -6,31 +6,17 @@
 import type { AddressInfo } from "node:net";
 import net from "node:net";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestApp, ROOT, type TestApp } from "./helpers.ts";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createEngineTestApp, describeEngines, type EngineTestApp } from "./engines.ts";
+import { ROOT } from "./helpers.ts";
 
 const RUNS = process.env.SOAK ? 25_000 : 2_500;
 const SEED = 20261125;
 const BODY_LIMIT = 8 * 1024;
 
-let t: TestApp;
-let server: ReturnType<TestApp["app"]["listen"]>;
+let t: EngineTestApp;
+let server: ReturnType<EngineTestApp["app"]["listen"]>;
 let port: number;
-beforeAll(async () => {
-  t = await createTestApp({ BODY_LIMIT: `${BODY_LIMIT}b` });
-  const insert = t.storage.sqlite.prepare(
-    // Timestamps the API itself would write: its responses are held to /openapi.json (test/contract.ts).
-    "INSERT INTO notes (title, body, created_at, updated_at) VALUES (?, ?, '2000-01-01T00:00:00.000Z', '2000-01-01T00:00:00.000Z')",
-  );
-  for (let i = 1; i <= 5; i++) insert.run(`seed ${i}`, `body ${i}`);
-  server = t.app.listen(0, "127.0.0.1");
-  await new Promise((resolve) => server.once("listening", resolve));
-  port = (server.address() as AddressInfo).port;
-});
-afterAll(async () => {
-  await new Promise((resolve) => server.close(resolve));
-  await t.close();
-});
 
 // --- generators -------------------------------------------------------------------------------
 
@@ -396,21 +382,15 @@ function dechunk(data: Buffer): Buffer {
 
 const SANE_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 
-function storedState() {
-  const { sqlite } = t.storage;
-  return JSON.stringify([
-    sqlite.prepare("SELECT total_changes()").pluck().get(),
-    sqlite
-      .prepare("SELECT count(*), max(id), sum(length(title)), sum(length(body)), max(updated_at) FROM notes")
-      .raw()
-      .get(),
-  ]);
+// Every stored row, as the engine returns it: any change to any note shows.
+async function storedState() {
+  return JSON.stringify(await t.storage.kysely.selectFrom("notes").selectAll().orderBy("id").execute());
 }
 
 const tally = { requests: 0, byStatus: new Map<number, number>() };
 
 async function check(r: HostileRequest) {
-  const before = storedState();
+  const before = await storedState();
   const res = await send(encodeRequest(r), r.method);
   tally.requests++;
   tally.byStatus.set(res.status, (tally.byStatus.get(res.status) ?? 0) + 1);
@@ -447,7 +427,7 @@ async function check(r: HostileRequest) {
     expect(res.body).not.toMatch(/node_modules|SQLITE_|\n\s+at /);
   }
 
-  const changed = storedState() !== before;
+  const changed = (await storedState()) !== before;
   if (res.status >= 300 || ["GET", "HEAD", "OPTIONS"].includes(r.method)) {
     expect(changed, `a ${res.status} to ${r.method} changed what is stored`).toBe(false);
   }
@@ -458,12 +438,40 @@ async function check(r: HostileRequest) {
     const note = JSON.parse(res.body);
     expect(note.title).toBe(sent.title);
     expect(note.body).toBe(sent.body ?? "");
-    const row = t.storage.sqlite.prepare("SELECT title, body FROM notes WHERE id = ?").get(note.id);
+    const row = await t.storage.kysely
+      .selectFrom("notes")
+      .select(["title", "body"])
+      .where("id", "=", note.id)
+      .executeTakeFirst();
     expect(row).toEqual({ title: note.title, body: note.body });
   }
 }
 
-describe("hostile input", () => {
+describeEngines("hostile input", (engine) => {
+  beforeAll(async () => {
+    t = await createEngineTestApp(engine, { BODY_LIMIT: `${BODY_LIMIT}b` });
+    await t.storage.kysely
+      .insertInto("notes")
+      .values(
+        [1, 2, 3, 4, 5].map((i) => ({
+          title: `seed ${i}`,
+          body: `body ${i}`,
+          created_at: "then",
+          updated_at: "then",
+        })),
+      )
+      .execute();
+    server = t.app.listen(0, "127.0.0.1");
+    await new Promise((resolve) => server.once("listening", resolve));
+    port = (server.address() as AddressInfo).port;
+    tally.requests = 0;
+    tally.byStatus.clear();
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => server.close(resolve));
+    await t.close();
+  });
+
   it(`answers ${RUNS} generated requests without a 5xx, in the error shape, changing nothing when it refuses`, async () => {
     await fc.assert(fc.asyncProperty(hostileRequest, check), {
       numRuns: RUNS,
@@ -480,7 +488,7 @@ describe("hostile input", () => {
     });
     const statuses = Object.fromEntries([...tally.byStatus].sort(([a], [b]) => a - b));
     console.info(
-      `hostile input: ${tally.requests} generated requests, by status ${JSON.stringify(statuses)}`,
+      `hostile input (${engine}): ${tally.requests} generated requests, by status ${JSON.stringify(statuses)}`,
     );
     // The generators reach past validation too: some requests succeed, and most kinds of refusal occur.
     for (const status of [200, 201, 400, 404, 413, 415])
@@ -494,7 +502,7 @@ describe("hostile input", () => {
     ["__proto__ as a key", '{"title": "x", "__proto__": {"admin": true}}'],
     ["constructor as a key", '{"title": "x", "constructor": {"prototype": {"admin": true}}}'],
   ])("refuses %s with 400 and stores nothing", async (_, text) => {
-    const before = storedState();
+    const before = await storedState();
     const res = await send(
       Buffer.from(
         `POST /api/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`,
@@ -502,7 +510,7 @@ describe("hostile input", () => {
     );
     expect(res.status).toBe(400);
     expect(JSON.parse(res.body).error.code).toMatch(/^(bad_json|validation_failed)$/);
-    expect(storedState()).toBe(before);
+    expect(await storedState()).toBe(before);
     expect(({} as Record<string, unknown>).admin).toBeUndefined();
   });
 });
