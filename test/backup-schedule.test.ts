@@ -8,7 +8,9 @@ import { describe, expect, it } from "vitest";
 import { createApp } from "../src/app.ts";
 import { listBackups } from "../src/backups/files.ts";
 import { startBackupSchedule } from "../src/backups/schedule.ts";
-import { verifyDatabaseFile } from "../src/db/sqlite/snapshot.ts";
+import { loadConfig } from "../src/config.ts";
+import { loadEngine } from "../src/db/storage.ts";
+import { describeEngines, engineEnv } from "./engines.ts";
 import { cleanupAfterEach, createTestApp, type LogLine, makeTempDir, startService } from "./helpers.ts";
 import { ADMIN_TOKEN, bearer, healthDetails } from "./ops-helpers.ts";
 
@@ -35,17 +37,12 @@ function awaitableLogger() {
   return { logger, lines, next };
 }
 
-describe("scheduled backups", () => {
+describeEngines("scheduled backups", (engine) => {
   it("are taken by the running service on BACKUP_INTERVAL, verified, and reported in /health", async () => {
     const dir = makeTempDir();
     defer(() => fs.rmSync(dir, { recursive: true, force: true }));
-    const databasePath = path.join(dir, "app.db");
-    const service = await startService({
-      DATABASE_PATH: databasePath,
-      BACKUP_INTERVAL: "1s",
-      BACKUP_KEEP: "2",
-      ADMIN_TOKEN,
-    });
+    const env = await engineEnv(engine, dir);
+    const service = await startService({ ...env, BACKUP_INTERVAL: "1s", BACKUP_KEEP: "2", ADMIN_TOKEN });
     defer(() => void service.process.kill("SIGKILL"));
     const post = await fetch(`http://127.0.0.1:${service.port}/api/notes`, {
       method: "POST",
@@ -56,13 +53,16 @@ describe("scheduled backups", () => {
 
     const isTaken = (l: LogLine) => l.msg === "scheduled backup taken";
     const first = await service.waitForLog(isTaken);
-    expect(verifyDatabaseFile(first.backup as string).ok).toBe(true);
+    const live = await loadEngine(loadConfig(env));
+    expect((await live.verify(first.backup as string)).ok).toBe(true);
     // Two more, so retention (BACKUP_KEEP=2) has had something to prune.
     const third = await service.waitForLog((l) => isTaken(l) && service.logs.filter(isTaken).length >= 3);
     expect(third.pruned).toEqual([path.basename(first.backup as string)]);
     const { body: health } = await healthDetails(service.port);
     expect(health.status).toBe("ok");
-    expect(health.database.lastBackup).toMatchObject({ file: expect.stringMatching(/-scheduled\.db$/) });
+    expect(health.database.lastBackup).toMatchObject({
+      file: expect.stringMatching(engine === "sqlite" ? /-scheduled\.db$/ : /-scheduled\.dump$/),
+    });
     expect(health.database.lastBackup.error).toBeUndefined();
 
     service.process.kill("SIGTERM");
@@ -71,7 +71,9 @@ describe("scheduled backups", () => {
     expect(backups.map((b) => b.kind)).toEqual(["scheduled", "scheduled"]);
     expect(fs.readdirSync(path.join(dir, "backups")).filter((f) => f.startsWith("."))).toEqual([]);
   });
+});
 
+describe("scheduled backups on SQLite", () => {
   it("logs a failure and shows it in /health while the service keeps serving", async () => {
     const t = await createTestApp({ ADMIN_TOKEN });
     defer(() => t.close());
