@@ -35,6 +35,19 @@ LABEL org.opencontainers.image.title="express-sqlite-template" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="docker.io/library/node:24-bookworm-slim"
 ENV NODE_ENV=production DATABASE_PATH=/app/data/app.db BACKUP_DIR=/app/backups
+# PostgreSQL's client programs (pg_dump, pg_restore, psql) for backups, restores and drills when
+# DATABASE_URL names a PostgreSQL server: `--build-arg POSTGRES_CLIENT=15` (docker-compose.postgres.yml
+# sets it). pg_dump refuses a server newer than itself, so this must be at least the server's major;
+# bookworm carries 15. Empty by default: the SQLite image stays without them and the Perl their
+# wrapper scripts need (about 55 MB).
+ARG POSTGRES_CLIENT=""
+# hadolint ignore=DL3008
+RUN if [ -n "$POSTGRES_CLIENT" ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends "postgresql-client-${POSTGRES_CLIENT}" \
+      && rm -rf /var/lib/apt/lists/* \
+      && "/usr/lib/postgresql/${POSTGRES_CLIENT}/bin/pg_dump" --version; \
+    fi
 # Mount points for the named volumes: Docker copies this ownership into a new, empty volume.
 RUN mkdir -p /app/data /app/backups && chown node:node /app/data /app/backups
 # Node's compile cache, filled at build time (below): a new container's first start skips compiling
