@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { sql } from "kysely";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { listBackups } from "../src/backups/files.ts";
 import {
   findMigrations,
@@ -11,10 +11,12 @@ import {
   runMigrations,
 } from "../src/db/migrator.ts";
 import { type EngineName, loadEngine, type Storage } from "../src/db/storage.ts";
-import { asSqlite, describeEngines, engineEnv, openTestStorage } from "./engines.ts";
+import { asSqlite, describeEngines, openTestStorage } from "./engines.ts";
 import { captureLogger, cleanupAfterEach, migrationsWith, ROOT, runNode, silentLogger } from "./helpers.ts";
 
 const { defer } = cleanupAfterEach();
+// The concurrency test runs up to four migrators as real processes: more than 30 s on a loaded machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 async function setup(engine: EngineName, extra: Record<string, string> = {}) {
   const t = await openTestStorage(engine);
@@ -244,7 +246,9 @@ export async function down() {}`,
     const check = await (await loadEngine(config)).open();
     defer(() => check.close());
     expect(await check.readAppliedMigrations()).toEqual(["0001_create_notes", "0002_slow"]);
-    expect((await sql<{ n: number }>`SELECT count(*) AS n FROM slow`.execute(check.kysely)).rows[0]!.n).toBe(1);
+    expect((await sql<{ n: number }>`SELECT count(*) AS n FROM slow`.execute(check.kysely)).rows[0]!.n).toBe(
+      1,
+    );
   });
 });
 

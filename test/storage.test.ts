@@ -3,7 +3,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { sql } from "kysely";
-import { describe, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { listBackups } from "../src/backups/files.ts";
 import { classifyDatabaseError } from "../src/db/errors.ts";
 import { runMigrations } from "../src/db/migrator.ts";
