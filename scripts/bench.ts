@@ -8,14 +8,17 @@ import { formatReport } from "./bench/report.ts";
 import { defaultSettings, runBench } from "./bench/run.ts";
 
 const USAGE = `usage: node scripts/bench.ts [--quick] [--json] [--out FILE] [--rounds N] [--duration SECONDS]
-       [--connections N] [--clean]
+       [--connections N] [--clean] [--engine postgres --database-url URL]
   --quick        tiny databases and short rounds: checks that the bench works, in seconds
   --json         print the result as JSON on stdout instead of the table
   --out FILE     where to write the JSON (default bench-results/bench-<time>.json)
   --rounds N     measured rounds per case (the median is reported)
   --duration S   seconds per round of HTTP load
   --connections N  concurrent connections of the load generator
-  --clean        delete the cached large database afterwards`;
+  --clean        delete the cached large database afterwards
+  --engine postgres  run the service's HTTP cases on PostgreSQL too, beside SQLite
+  --database-url URL  with --engine postgres: a server and role that may create a database (the
+                 bench makes its own, bench_<pid>, and drops it)`;
 
 let values: ReturnType<typeof parse>["values"];
 function parse() {
@@ -28,6 +31,8 @@ function parse() {
       duration: { type: "string" },
       connections: { type: "string" },
       clean: { type: "boolean", default: false },
+      engine: { type: "string", default: "sqlite" },
+      "database-url": { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
@@ -53,6 +58,17 @@ const positive = (name: string, raw: string | undefined, fallback: number): numb
   return value;
 };
 
+if (values.engine !== "sqlite" && values.engine !== "postgres") {
+  console.error(`--engine is sqlite or postgres, got "${values.engine}"\n${USAGE}`);
+  process.exit(2);
+}
+if (values.engine === "postgres" && !values["database-url"]) {
+  console.error(
+    `--engine postgres needs --database-url postgres://USER:PASSWORD@HOST:5432/postgres\n${USAGE}`,
+  );
+  process.exit(2);
+}
+
 const defaults = defaultSettings(values.quick);
 const settings = {
   ...defaults,
@@ -60,6 +76,8 @@ const settings = {
   durationSeconds: positive("duration", values.duration, defaults.durationSeconds),
   requestsPerRound: values.duration === undefined ? defaults.requestsPerRound : undefined,
   connections: Math.round(positive("connections", values.connections, defaults.connections)),
+  engine: values.engine as "sqlite" | "postgres",
+  databaseUrl: values["database-url"],
 };
 
 try {

@@ -4,6 +4,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { TEST_DATABASE_URL } from "./engines.ts";
 import { childEnv, makeTempDir, ROOT } from "./helpers.ts";
 
 function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -36,7 +37,9 @@ describe("npm run bench", () => {
 
   it("runs every measurement on --quick settings and writes each row to the JSON file", async () => {
     const out = path.join(dir, "result.json");
-    const { code, stdout, stderr } = await runBench(["--quick", "--out", out]);
+    // With a PostgreSQL server for the tests, the PostgreSQL rows too.
+    const postgres = TEST_DATABASE_URL ? ["--engine", "postgres", "--database-url", TEST_DATABASE_URL] : [];
+    const { code, stdout, stderr } = await runBench(["--quick", "--out", out, ...postgres]);
     expect(code, stderr).toBe(0);
     expect(stdout).toContain("| target");
 
@@ -55,6 +58,9 @@ describe("npm run bench", () => {
       "create note",
       "health, empty db",
       `health, ${result.settings.bigNotes} notes`,
+      ...(TEST_DATABASE_URL
+        ? ["health, postgres", "read note, postgres", "list notes, postgres", "create note, postgres"]
+        : []),
     ]);
     for (const row of result.http) {
       expect(row).toMatchObject({
@@ -107,6 +113,12 @@ describe("npm run bench", () => {
     });
     expect(result.memory.rssMb).toBeGreaterThan(0);
     expect(result.targets.length).toBeGreaterThanOrEqual(9);
+    if (TEST_DATABASE_URL) {
+      expect(result.machine.postgres).toMatch(/^\d+\.\d+/);
+      expect(result.targets.map((t: { name: string }) => t.name)).toContain(
+        "GET /api/notes/:id on PostgreSQL vs on SQLite",
+      );
+    }
     for (const target of result.targets) {
       expect(target).toEqual({
         name: expect.any(String),
@@ -121,5 +133,8 @@ describe("npm run bench", () => {
     const { code, stderr } = await runBench(["--rounds", "none"]);
     expect(code).toBe(2);
     expect(stderr).toContain("--rounds expects a positive number");
+    const noUrl = await runBench(["--engine", "postgres"]);
+    expect(noUrl.code).toBe(2);
+    expect(noUrl.stderr).toContain("--engine postgres needs --database-url");
   });
 });

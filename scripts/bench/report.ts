@@ -17,7 +17,7 @@ export function formatReport(result: BenchResult): string {
   const { machine, settings } = result;
   const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
   return [
-    `${machine.cpus} × ${machine.cpuModel}, ${mb(machine.memoryBytes)} MiB, ${machine.platform}; Node ${machine.node}, SQLite ${machine.sqlite}`,
+    `${machine.cpus} × ${machine.cpuModel}, ${mb(machine.memoryBytes)} MiB, ${machine.platform}; Node ${machine.node}, SQLite ${machine.sqlite}${machine.postgres ? `, PostgreSQL ${machine.postgres} on loopback` : ""}`,
     `load average ${machine.loadAverageBefore.join(" ")} before, ${machine.loadAverageAfter.join(" ")} after; ` +
       `${settings.rounds} rounds of ${settings.requestsPerRound === undefined ? `${settings.durationSeconds} s` : `${settings.requestsPerRound} requests`} per case after a warm-up, ` +
       `${settings.connections} connections${settings.quick ? " (--quick: tiny settings, figures mean nothing)" : ""}`,
@@ -105,6 +105,9 @@ export function formatReport(result: BenchResult): string {
         ["  of which the process's own (heap, stacks)", result.memory.anonMb ?? "n/a"],
         ["  of which mapped files (node itself, libraries, the database)", result.memory.fileMb ?? "n/a"],
         ["bare Express: RSS after its load (MB)", result.memory.bareRssMb ?? "n/a"],
+        ...(result.memory.postgresRssMb === undefined
+          ? []
+          : [["the service on PostgreSQL: RSS after its write load (MB)", result.memory.postgresRssMb]]),
       ],
     ),
     "",

@@ -31,6 +31,10 @@ export interface BenchSettings {
   /** Pause between two scrapes of /metrics in the "scraped" case: 150 times Prometheus' usual 15 s. */
   scrapeIntervalMs: number;
   cacheDir: string;
+  /** "postgres": the service's HTTP cases again on PostgreSQL, beside SQLite's. */
+  engine: "sqlite" | "postgres";
+  /** With engine postgres: a server and role that may create the bench's own database. */
+  databaseUrl: string | undefined;
 }
 
 export function defaultSettings(quick: boolean): BenchSettings {
@@ -51,6 +55,8 @@ export function defaultSettings(quick: boolean): BenchSettings {
         backupRounds: 2,
         scrapeIntervalMs: 100,
         cacheDir,
+        engine: "sqlite",
+        databaseUrl: undefined,
       }
     : {
         quick,
@@ -68,6 +74,8 @@ export function defaultSettings(quick: boolean): BenchSettings {
         backupRounds: 3,
         scrapeIntervalMs: 100,
         cacheDir,
+        engine: "sqlite",
+        databaseUrl: undefined,
       };
 }
 
@@ -79,6 +87,8 @@ export interface BenchResult {
     memoryBytes: number;
     node: string;
     sqlite: string;
+    /** With --engine postgres: the server's version. */
+    postgres?: string;
     platform: string;
     loadAverageBefore: number[];
     loadAverageAfter: number[];
@@ -113,6 +123,8 @@ export interface BenchResult {
     fileMb: number | undefined;
     /** The bare Express baseline's, after its last round: the floor for a Node HTTP server here. */
     bareRssMb: number | undefined;
+    /** With --engine postgres: the service on PostgreSQL, after its round of POSTs. */
+    postgresRssMb?: number | undefined;
   };
   targets: Target[];
 }
@@ -137,6 +149,7 @@ export async function runBench(
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-run-"));
   const servers: ServerProcess[] = [];
   const loader = startLoader();
+  let postgres: import("./postgres.ts").PostgresFixture | undefined;
   try {
     progress(`building a database of ${settings.notes} notes`);
     const notesFile = path.join(workDir, "notes", "app.db");
@@ -161,6 +174,19 @@ export async function runBench(
           bodyBytes: settings.bigBodyBytes,
           migrationsDir,
         });
+
+    if (settings.engine === "postgres") {
+      if (!settings.databaseUrl) throw new Error("--engine postgres needs --database-url");
+      progress(`building a PostgreSQL database of ${settings.notes} notes`);
+      const { buildPostgresFixture } = await import("./postgres.ts");
+      postgres = await buildPostgresFixture({
+        adminUrl: settings.databaseUrl,
+        notes: settings.notes,
+        bodyBytes: 200,
+        migrationsDir,
+        backupDir: path.join(workDir, "backups"),
+      });
+    }
 
     const serviceEnv = (file: string) => ({
       DATABASE_PATH: file,
@@ -189,9 +215,37 @@ export async function runBench(
       start("src/main.ts", [], { ...serviceEnv(metricsFile), METRICS_TOKEN }),
     ]);
     const scrapes: Awaited<ReturnType<ReturnType<typeof startScraper>["stop"]>>[] = [];
+    const servicePostgres = postgres
+      ? await start("src/main.ts", [], { ...serviceEnv(notesFile), DATABASE_URL: postgres.url })
+      : undefined;
 
     let memoryAfterWrites: ReturnType<ServerProcess["memory"]>;
+    let memoryPostgres: ReturnType<ServerProcess["memory"]>;
     let bareMemory: ReturnType<ServerProcess["memory"]>;
+    // The same service and requests over a PostgreSQL server on this machine's loopback.
+    const postgresCases: HttpCase[] = servicePostgres
+      ? [
+          { name: "health, postgres", server: servicePostgres, job: { method: "GET", path: "/health" } },
+          {
+            name: "read note, postgres",
+            server: servicePostgres,
+            job: { method: "GET", path: "/api/notes/:id", randomIdMax: settings.notes },
+          },
+          {
+            name: "list notes, postgres",
+            server: servicePostgres,
+            job: { method: "GET", path: "/api/notes?limit=20" },
+          },
+          {
+            name: "create note, postgres",
+            server: servicePostgres,
+            job: { method: "POST", path: "/api/notes", body: NOTE_BODY },
+            afterRound: () => {
+              memoryPostgres = servicePostgres.memory();
+            },
+          },
+        ]
+      : [];
     const cases: HttpCase[] = [
       {
         name: "bare express",
@@ -243,6 +297,7 @@ export async function runBench(
         server: serviceBig,
         job: { method: "GET", path: "/health" },
       },
+      ...postgresCases,
     ];
     const rows = await runHttpCases(loader, cases, settings, progress);
     for (const server of servers.splice(0)) await server.stop();
@@ -317,6 +372,7 @@ export async function runBench(
       anonMb: mb(memoryAfterWrites?.anonBytes),
       fileMb: mb(memoryAfterWrites?.fileBytes),
       bareRssMb: mb(bareMemory?.rssBytes),
+      ...(postgres && { postgresRssMb: mb(memoryPostgres?.rssBytes) }),
     };
     const targets: Target[] = [
       target("GET /api/notes/:id vs bare Express", ">= 0.85", byName("read note").vsBare, (v) => v >= 0.85),
@@ -351,6 +407,16 @@ export async function runBench(
         (v) => v < 300,
       ),
       target("RSS after the write load (MB)", "< 120", memory.rssMb ?? Number.NaN, (v) => v < 120),
+      ...(postgres
+        ? [
+            target(
+              "GET /api/notes/:id on PostgreSQL vs on SQLite",
+              ">= 0.6",
+              round(byName("read note, postgres").reqPerSec / byName("read note").reqPerSec),
+              (v) => v >= 0.6,
+            ),
+          ]
+        : []),
     ];
 
     const probe = new BetterSqlite3(":memory:");
@@ -364,6 +430,7 @@ export async function runBench(
         memoryBytes: os.totalmem(),
         node: process.version,
         sqlite,
+        ...(postgres && { postgres: postgres.serverVersion }),
         platform: `${os.platform()} ${os.release()} ${os.arch()}`,
         loadAverageBefore: loadAverageBefore.map((v) => round(v)),
         loadAverageAfter: os.loadavg().map((v) => round(v)),
@@ -387,6 +454,7 @@ export async function runBench(
   } finally {
     for (const server of servers) await server.stop();
     await loader.stop();
+    await postgres?.drop();
     fs.rmSync(workDir, { recursive: true, force: true });
   }
 }
