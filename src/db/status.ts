@@ -66,6 +66,7 @@ export function createStatusReader({
 }: StatusReaderOptions): () => Promise<DatabaseReport> {
   const { engine } = storage;
   let slow: Slow | undefined;
+  let refreshing: Promise<Slow> | undefined;
 
   const readSlow = async (): Promise<Slow> => {
     const tables = await storage.countRowsIfSmall();
@@ -86,7 +87,14 @@ export function createStatusReader({
   return async () => {
     const health = await storage.readHealth();
     const current = now();
-    if (!slow || current - slow.at >= cacheMs) slow = await readSlow();
+    if (!slow || current - slow.at >= cacheMs) {
+      // One refresh at a time: on an engine that counts asynchronously (PostgreSQL), every probe
+      // arriving during a count would otherwise start a count of its own.
+      refreshing ??= readSlow().finally(() => {
+        refreshing = undefined;
+      });
+      slow = await refreshing;
+    }
     const { applied, pending } = await readMigrationStatus(storage, migrations);
     const status: DatabaseStatus = {
       engine: engine.name,
