@@ -108,6 +108,22 @@ describePostgres("the pool", () => {
   });
 });
 
+describePostgres("prepared statements", () => {
+  it("keeps serving when another instance's migration changes a table a prepared SELECT * reads", async () => {
+    // One connection: the second read runs on the connection that prepared the first.
+    const t = await app({ DATABASE_POOL_MAX: "1" });
+    await request(t.app).post("/api/notes").send({ title: "before" }).expect(201);
+    await request(t.app).get("/api/notes/1").expect(200);
+    await withAdminSession(
+      (client) => client.query("ALTER TABLE notes ADD COLUMN tags text NOT NULL DEFAULT '[]'"),
+      (parseDatabaseUrl(t.config.databaseUrl!) as { database: string }).database,
+    );
+    const res = await request(t.app).get("/api/notes/1").expect(200);
+    expect(res.body).toMatchObject({ id: 1, title: "before" });
+    await request(t.app).get("/api/notes?limit=5").expect(200);
+  });
+});
+
 describePostgres("/health on PostgreSQL", () => {
   it("reports the engine's facts: server, size, connections, pool, recovery", async () => {
     const t = await app();

@@ -185,20 +185,34 @@ async function openStorage(
   const kysely = new Kysely<DB>({ dialect: new PostgresDialect({ pool: kyselyPool(pool) }) });
   const readHealth = createHealthReader(pool, engine.target, settings.poolMax);
   let closing: Promise<void> | undefined;
+  let recordExists = false;
 
   return {
     engine,
     kysely,
     pool,
     readHealth,
+    // /health asks on every probe: once the record table exists, one query instead of two.
     async readAppliedMigrations() {
-      const { rows } = await pool.query<{ present: boolean }>(
-        "SELECT to_regclass($1) IS NOT NULL AS present",
-        [MIGRATIONS_TABLE],
-      );
-      if (!rows[0]!.present) return [];
-      const names = await pool.query<{ name: string }>(`SELECT name FROM ${MIGRATIONS_TABLE} ORDER BY name`);
-      return names.rows.map((row) => row.name);
+      if (!recordExists) {
+        const { rows } = await pool.query<{ present: boolean }>(
+          "SELECT to_regclass($1) IS NOT NULL AS present",
+          [MIGRATIONS_TABLE],
+        );
+        if (!rows[0]!.present) return [];
+        recordExists = true;
+      }
+      try {
+        const names = await pool.query<{ name: string }>(
+          `SELECT name FROM ${MIGRATIONS_TABLE} ORDER BY name`,
+        );
+        return names.rows.map((row) => row.name);
+      } catch (error) {
+        // undefined_table: gone since (a restore of a database that had none).
+        if ((error as { code?: string }).code !== "42P01") throw error;
+        recordExists = false;
+        return [];
+      }
     },
     async countRowsIfSmall() {
       const { rows } = await pool.query<{ size: number }>(

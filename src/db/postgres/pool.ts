@@ -2,6 +2,7 @@
 // extra round trip per connection), results typed as SQLite returns them, and the pool handed to
 // Kysely through a thin wrapper that retries a statement the server rolled back to break a
 // conflict and throws away a connection that stopped answering.
+import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from "kysely";
 import pg from "pg";
@@ -103,36 +104,78 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY: RetryPolicy = { attempts: 3, firstDelayMs: 10 };
 
+// Statements prepared per connection, by SQL text: the server parses and plans each once instead of
+// on every execution, which is most of the cost of a point read by id (the same reason the SQLite
+// side caches its statements). Bounded: SQL whose text varies (IN lists of every length) runs
+// unprepared once a connection holds this many.
+const PREPARED_PER_CONNECTION = 100;
+// SQLSTATE 0A000 "cached plan must not change result type": another instance's migration changed
+// a table a prepared `SELECT *` reads. The statement is run again unprepared and the connection is
+// retired, so its stale statements go with it.
+const STALE_PLAN = "0A000";
+
+const statementNames = new Map<string, string>();
+function statementName(sql: string): string {
+  let name = statementNames.get(sql);
+  if (!name) {
+    name = `k${createHash("sha1").update(sql).digest("hex").slice(0, 20)}`;
+    // Forget the oldest past a bound: the names are cheap to compute again.
+    if (statementNames.size >= 1_000) statementNames.delete(statementNames.keys().next().value!);
+    statementNames.set(sql, name);
+  }
+  return name;
+}
+
 /**
- * Why here and not in the routes: a statement outside a transaction (every route's single query)
- * that the server rolled back for a serialization failure or a deadlock had no effect, so running
- * it again is safe and invisible to the caller. Inside a transaction only the whole transaction
- * could be retried, which is its owner's call: those errors go up at once (503 database_busy).
+ * Kysely's view of the pool. Also why retries live here and not in the routes: a statement outside
+ * a transaction (every route's single query) that the server rolled back for a serialization
+ * failure or a deadlock had no effect, so running it again is safe and invisible to the caller.
+ * Inside a transaction only the whole transaction could be retried, which is its owner's call:
+ * those errors go up at once (503 database_busy).
  */
 export function kyselyPool(pool: pg.Pool, retry: RetryPolicy = DEFAULT_RETRY): PostgresPool {
   const wrappers = new WeakMap<pg.PoolClient, PostgresPoolClient>();
   // No cursor form of query(): Kysely only uses it for stream(), which needs a cursor class anyway.
   const wrap = (client: pg.PoolClient): PostgresPoolClient => {
-    // Set when the client-side query timeout fired: the server may still be running the query,
-    // and the connection would hold the next one back until it ends.
+    // Set when the connection should not serve again: the client-side query timeout fired (the
+    // server may still be running the query, and would hold the next one back), or a prepared
+    // statement went stale.
     let broken = false;
+    const prepared = new Set<string>();
+    const nameFor = (sql: string): string | undefined => {
+      if (broken) return undefined;
+      const name = statementName(sql);
+      if (prepared.has(name)) return name;
+      if (prepared.size >= PREPARED_PER_CONNECTION) return undefined;
+      prepared.add(name);
+      return name;
+    };
     return {
       async query<R>(sql: string, parameters: readonly unknown[]) {
         for (let attempt = 1; ; attempt++) {
           const autocommit = client.getTransactionStatus() === "I";
+          const name = nameFor(sql);
           try {
-            return (await client.query(sql, parameters as unknown[])) as unknown as PostgresQueryResult<R>;
+            const values = parameters as unknown[];
+            return (await client.query({
+              text: sql,
+              values,
+              ...(name && { name }),
+            })) as unknown as PostgresQueryResult<R>;
           } catch (error) {
+            const code = (error as { code?: string }).code ?? "";
             if ((error as Error).message === "Query read timeout") broken = true;
-            const code = (error as { code?: string }).code;
-            if (!autocommit || attempt >= retry.attempts || !RETRYABLE_SQLSTATES.has(code ?? "")) throw error;
+            if (code === STALE_PLAN && name) {
+              broken = true;
+              if (autocommit) continue;
+            }
+            if (!autocommit || attempt >= retry.attempts || !RETRYABLE_SQLSTATES.has(code)) throw error;
             await sleep(retry.firstDelayMs * 2 ** (attempt - 1) * (0.5 + Math.random()));
           }
         }
       },
       release(destroy?: boolean) {
         client.release(destroy || broken);
-        broken = false;
       },
       get processID() {
         return (client as unknown as { processID?: number }).processID;
