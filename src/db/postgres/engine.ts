@@ -50,7 +50,7 @@ export interface PostgresEngineOptions {
   closeTimeoutMs?: number;
   /** Where the pool reports connections it lost while idle. */
   logger?: Logger | undefined;
-  /** Largest database (pg_database_size) whose rows /health counts, a scan per table. */
+  /** Largest size of the schema's tables (their heaps) whose rows /health counts, a scan each. */
   countRowsUpToBytes?: number;
 }
 
@@ -170,7 +170,7 @@ export function createPostgresEngine(options: PostgresEngineOptions): PostgresEn
 async function openStorage(
   engine: StorageEngine,
   url: DatabaseUrl,
-  { settings, logger, closeTimeoutMs = 10_000, countRowsUpToBytes = 64 * 2 ** 20 }: PostgresEngineOptions,
+  { settings, logger, closeTimeoutMs = 10_000, countRowsUpToBytes = 16 * 2 ** 20 }: PostgresEngineOptions,
   sessions: SessionOptions,
 ): Promise<PostgresStorage> {
   const pool = createPool(url, settings, logger);
@@ -214,9 +214,13 @@ async function openStorage(
         return [];
       }
     },
+    // Exact counts while the tables are small: a count is a scan, and the probes that arrive while
+    // status.ts refreshes them (every few seconds) wait for it. Estimates (reltuples) would be
+    // instant but lag behind writes; the same numbers on both engines are worth more here.
     async countRowsIfSmall() {
       const { rows } = await pool.query<{ size: number }>(
-        "SELECT pg_database_size(current_database()) AS size",
+        `SELECT coalesce(sum(pg_relation_size(c.oid)), 0)::int8 AS size FROM pg_class c
+          WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')`,
       );
       return rows[0]!.size <= countRowsUpToBytes ? countTables(pool) : null;
     },
