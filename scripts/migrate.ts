@@ -29,6 +29,8 @@ import type { MigrationContext } from "../src/db/migrator.ts";
 // Runs inside the migrator's one transaction (on SQLite with foreign keys off, checked before
 // commit): do not open transactions here. One file for every engine: the context says which one
 // runs it (\`engine\`) and how to declare an id column (\`ids\`). Use snake_case names, as in SQL.
+// On PostgreSQL, statements refused in a transaction (CREATE INDEX CONCURRENTLY) need a step of their
+// own, and with several instances, add now and drop in a later release: see docs/engines.md.
 export async function up(db: Kysely<any>, { ids }: MigrationContext): Promise<void> {
   await db.schema.createTable("example").addColumn("id", ids.type, ids.primaryKey).execute();
 }
