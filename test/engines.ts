@@ -13,6 +13,7 @@ import { createDatabase, dropDatabase, withSession } from "../src/db/postgres/se
 import { formatDatabaseUrl, parseDatabaseUrl } from "../src/db/postgres/url.ts";
 import type { SqliteStorage } from "../src/db/sqlite/engine.ts";
 import { type EngineName, loadEngine, type Storage } from "../src/db/storage.ts";
+import { recordResponses } from "./contract.ts";
 import { makeTempDir, silentLogger, testConfig } from "./helpers.ts";
 
 /** The admin URL: a database to connect to (postgres) as a role that may create databases. */
@@ -125,7 +126,8 @@ export async function createEngineTestApp(
     backupDir: config.backupDir,
     logger: silentLogger,
   });
-  const app = createApp({ config, storage, logger: silentLogger });
+  // Its responses are checked against its /openapi.json after each test (test/contract-setup.ts).
+  const app = recordResponses(createApp({ config, storage, logger: silentLogger }));
   return { engineName: engine, app, storage, config, dir, close };
 }
 

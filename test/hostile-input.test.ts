@@ -453,11 +453,12 @@ describeEngines("hostile input", (engine) => {
     await t.storage.kysely
       .insertInto("notes")
       .values(
+        // Timestamps the API itself would write: its responses are held to /openapi.json (test/contract.ts).
         [1, 2, 3, 4, 5].map((i) => ({
           title: `seed ${i}`,
           body: `body ${i}`,
-          created_at: "then",
-          updated_at: "then",
+          created_at: "2000-01-01T00:00:00.000Z",
+          updated_at: "2000-01-01T00:00:00.000Z",
         })),
       )
       .execute();
