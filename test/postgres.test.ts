@@ -237,7 +237,7 @@ describePostgres("the service on PostgreSQL", () => {
     const secret = "s3cr3t-Pa55";
 
     const badUrl = await startupFailure({ DATABASE_URL: `mysql://app:${secret}@localhost/app` });
-    expect(badUrl).toMatch(/^startup failed: invalid DATABASE_URL: expected postgres:\/\//);
+    expect(badUrl).toMatch(/^startup failed: invalid DATABASE_URL \(value hidden\): expected postgres:\/\//);
     expect(badUrl).not.toContain(secret);
 
     const user = encodeURIComponent(admin.user || "postgres");
