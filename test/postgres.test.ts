@@ -21,6 +21,7 @@ import {
   withAdminSession,
 } from "./engines.ts";
 import { callService, cleanupAfterEach, inFlightPost, runNode, startService } from "./helpers.ts";
+import { ADMIN_TOKEN, bearer, healthDetails, TOKENS } from "./ops-helpers.ts";
 
 const { defer, tempDir, track, run } = cleanupAfterEach();
 // Each test runs several real processes (the service, the CLI, pg_dump): on a loaded machine they
@@ -125,10 +126,11 @@ describePostgres("prepared statements", () => {
 });
 
 describePostgres("/health on PostgreSQL", () => {
-  it("reports the engine's facts: server, size, connections, pool, recovery", async () => {
-    const t = await app();
+  it("reports the engine's facts to the admin token: server, size, connections, pool, recovery", async () => {
+    const t = await app(TOKENS);
     await request(t.app).post("/api/notes").send({ title: "one" }).expect(201);
-    const res = await request(t.app).get("/health").expect(200);
+    await request(t.app).get("/health").expect(200, { status: "ok" });
+    const res = await request(t.app).get("/health/details").set(bearer(ADMIN_TOKEN)).expect(200);
     const { password } = parseDatabaseUrl(t.config.databaseUrl!) as { password: string };
     expect(res.body.database).toEqual({
       engine: "postgres",
@@ -174,7 +176,9 @@ describePostgres("the service on PostgreSQL", () => {
   it("logs the engine and the target without the password when it listens", async () => {
     const database = await createTestDatabase();
     defer(() => database.drop());
-    const service = track(await startService({ DATABASE_URL: database.url, BACKUP_DIR: tempDir() }));
+    const service = track(
+      await startService({ DATABASE_URL: database.url, BACKUP_DIR: tempDir(), ADMIN_TOKEN }),
+    );
     const listening = service.logs.find((l) => l.msg === "listening")!;
     expect(listening).toMatchObject({
       engine: "postgres",
@@ -182,7 +186,7 @@ describePostgres("the service on PostgreSQL", () => {
     });
     const { password } = parseDatabaseUrl(database.url) as { password: string };
     if (password) expect(service.logs.map((l) => JSON.stringify(l)).join("\n")).not.toContain(password);
-    const health = await callService(service.port, "GET", "/health");
+    const health = await healthDetails(service.port);
     expect(health.body.database.engine).toBe("postgres");
   });
 
