@@ -75,6 +75,23 @@ describePostgres("the pool", () => {
     await request(t.app).patch("/api/notes/1").send({ title: "changed" }).expect(200);
   });
 
+  it("survives a connection that dies while checked out (the server ends it mid-transaction)", async () => {
+    const t = await app();
+    const failed = await t.storage.kysely
+      .transaction()
+      .execute(async (tx) => {
+        const { rows } = await sql<{ pid: number }>`SELECT pg_backend_pid() AS pid`.execute(tx);
+        await withAdminSession((client) => client.query("SELECT pg_terminate_backend($1)", [rows[0]!.pid]));
+        // The connection is checked out and idle here when the server's goodbye arrives: pg emits
+        // 'error' on it, which without a listener of ours would be an uncaught exception.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return sql`SELECT 1`.execute(tx);
+      })
+      .catch((e: unknown) => e);
+    expect(classifyDatabaseError(failed)).toBe("unavailable");
+    await request(t.app).post("/api/notes").send({ title: "after" }).expect(201);
+  });
+
   it("retries a statement the server rolled back for a serialization failure, a bounded number of times, never inside a transaction", async () => {
     const t = await app();
     const db = t.storage.kysely;

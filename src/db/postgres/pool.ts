@@ -137,6 +137,10 @@ export function kyselyPool(pool: pg.Pool, retry: RetryPolicy = DEFAULT_RETRY): P
   const wrappers = new WeakMap<pg.PoolClient, PostgresPoolClient>();
   // No cursor form of query(): Kysely only uses it for stream(), which needs a cursor class anyway.
   const wrap = (client: pg.PoolClient): PostgresPoolClient => {
+    // The pool listens for errors only while a connection is idle. One that dies while checked out
+    // (the server restarted under a request) fails the query in flight and then emits 'error' too,
+    // which with no listener would crash the process. The query's own failure is the report.
+    client.on("error", () => {});
     // Set when the connection should not serve again: the client-side query timeout fired (the
     // server may still be running the query, and would hold the next one back), or a prepared
     // statement went stale.
