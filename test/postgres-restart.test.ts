@@ -53,6 +53,8 @@ function load(service: ServiceChild) {
     }
   };
   const workers = Promise.all(Array.from({ length: 4 }, worker));
+  // A worker's failure (the service gone) surfaces in stop(), not as an unhandled rejection.
+  workers.catch(() => {});
   return {
     outcomes,
     acked,
