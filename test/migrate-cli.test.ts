@@ -1,15 +1,12 @@
 // scripts/migrate.ts as users run it: status, up, down and new, on a real database file.
 import fs from "node:fs";
 import path from "node:path";
-import { expect, it, vi } from "vitest";
+import { expect, it } from "vitest";
 import { listBackups } from "../src/backups/files.ts";
 import { describeEngines, engineEnv } from "./engines.ts";
 import { cleanupAfterEach, migrationsWith } from "./helpers.ts";
 
 const { tempDir, run } = cleanupAfterEach();
-// Each test runs several real processes (the service, the CLI, pg_dump): on a loaded machine they
-// need more than the default 30 s.
-vi.setConfig({ testTimeout: 120_000 });
 
 const migrate = (env: Record<string, string>, ...args: string[]) => run("scripts/migrate.ts", args, env);
 

@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { sql } from "kysely";
-import { describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { listBackups } from "../src/backups/files.ts";
 import {
   findMigrations,
@@ -15,8 +15,6 @@ import { asSqlite, describeEngines, openTestStorage } from "./engines.ts";
 import { captureLogger, cleanupAfterEach, migrationsWith, ROOT, runNode, silentLogger } from "./helpers.ts";
 
 const { defer } = cleanupAfterEach();
-// The concurrency test runs up to four migrators as real processes: more than 30 s on a loaded machine.
-vi.setConfig({ testTimeout: 120_000 });
 
 async function setup(engine: EngineName, extra: Record<string, string> = {}) {
   const t = await openTestStorage(engine);

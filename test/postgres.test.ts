@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { sql } from "kysely";
 import request from "supertest";
-import { expect, it, vi } from "vitest";
+import { expect, it } from "vitest";
 import { listBackups } from "../src/backups/files.ts";
 import { classifyDatabaseError } from "../src/db/errors.ts";
 import { findTools } from "../src/db/postgres/tools.ts";
@@ -24,9 +24,6 @@ import { callService, cleanupAfterEach, inFlightPost, runNode, startService } fr
 import { ADMIN_TOKEN, bearer, healthDetails, TOKENS } from "./ops-helpers.ts";
 
 const { defer, tempDir, track, run } = cleanupAfterEach();
-// Each test runs several real processes (the service, the CLI, pg_dump): on a loaded machine they
-// need more than the default 30 s.
-vi.setConfig({ testTimeout: 120_000 });
 
 async function app(env: Record<string, string> = {}): Promise<EngineTestApp> {
   const t = await createEngineTestApp("postgres", env);

@@ -1,7 +1,7 @@
 // db:restore, its drill, and migrate --dry-run, as real processes against real files.
 import fs from "node:fs";
 import path from "node:path";
-import { describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { listBackups } from "../src/backups/files.ts";
 import { loadConfig } from "../src/config.ts";
 import { parseDatabaseUrl } from "../src/db/postgres/url.ts";
@@ -11,9 +11,6 @@ import { describeEngines, engineEnv } from "./engines.ts";
 import { cleanupAfterEach, migrationsWith, runNode, type ServiceChild, startService } from "./helpers.ts";
 
 const { tempDir, track, run, defer } = cleanupAfterEach();
-// Each test runs several real processes (the service, the CLI, pg_dump): on a loaded machine they
-// need more than the default 30 s.
-vi.setConfig({ testTimeout: 120_000 });
 
 async function setup(engine: EngineName = "sqlite") {
   const dir = tempDir();
