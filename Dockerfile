@@ -51,7 +51,7 @@ RUN if [ -n "$POSTGRES_CLIENT" ]; then \
 # Mount points for the named volumes: Docker copies this ownership into a new, empty volume.
 RUN mkdir -p /app/data /app/backups && chown node:node /app/data /app/backups
 # Node's compile cache, filled at build time (below): a new container's first start skips compiling
-# and type-stripping the ~600 modules it loads (README, "Performance").
+# and type-stripping the ~600 modules it loads (docs/performance.md).
 ENV NODE_COMPILE_CACHE=/app/.compile-cache
 # Metadata before the COPY lines: a source change then rebuilds only the layers from `COPY src` on.
 EXPOSE 3000

@@ -1,5 +1,5 @@
 // npm run bench [-- --quick] [--json] [--out FILE] ...
-// Measures the service against bare Express and raw SQLite in one run (see README, "Performance"):
+// Measures the service against bare Express and raw SQLite in one run (see docs/performance.md):
 // prints a table, writes the full result as JSON. Progress goes to stderr.
 import fs from "node:fs";
 import path from "node:path";

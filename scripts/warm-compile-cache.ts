@@ -1,7 +1,7 @@
 // Fills Node's compile cache (the folder NODE_COMPILE_CACHE names) by starting the service once on a
 // scratch database and stopping it: every module a first start loads, migrations and umzug
 // included, is then compiled and type-stripped already. The Docker image runs this at build time,
-// so each new container skips that work (README, "Performance"). Node keeps one cache per user id:
+// so each new container skips that work (docs/performance.md). Node keeps one cache per user id:
 // run it as the user that runs the service. Exit 0 once the service started and stopped cleanly.
 // usage: NODE_COMPILE_CACHE=<folder> node scripts/warm-compile-cache.ts
 import { spawn } from "node:child_process";

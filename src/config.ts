@@ -172,6 +172,9 @@ const envSchema = z.object({
   METRICS_TOKEN: token.optional(),
 });
 
+/** Every variable the service reads: a test holds .env.example and the README's table to it. */
+export const ENVIRONMENT_VARIABLES: readonly string[] = Object.keys(envSchema.shape);
+
 // Never printed, not even in a configuration error.
 const SECRET_VARIABLES = new Set([
   "AWS_SECRET_ACCESS_KEY",

@@ -8,7 +8,7 @@ export type { Logger };
 /**
  * `fd` 1 (stdout) for the service; command-line tools log to 2 so stdout carries their answer.
  * Written asynchronously: a synchronous write is a system call per request, which cost a third of
- * the service's throughput (README, "Performance"); lines that pile up while one write is in flight
+ * the service's throughput (docs/performance.md); lines that pile up while one write is in flight
  * go out together. pino flushes what is pending when the process exits, even through
  * process.exit() or a crash; only a SIGKILL can lose the last few milliseconds of lines.
  */

@@ -3,8 +3,8 @@ import module from "node:module";
 import type { Storage } from "./db/storage.ts";
 
 // Node's compile cache (in the OS temp folder; NODE_DISABLE_COMPILE_CACHE=1 turns it off) keeps
-// compiled code and stripped TypeScript, so a restart skips half of start-up's CPU (README,
-// "Performance"). It must be on before the modules load, which static imports would do first.
+// compiled code and stripped TypeScript, so a restart skips half of start-up's CPU (docs/
+// performance.md). It must be on before the modules load, which static imports would do first.
 module.enableCompileCache?.();
 const [
   { createApp },

@@ -88,7 +88,7 @@ describe("openSqlite", () => {
 
   // SQLite runs its automatic checkpoint only when a statement steps to its end: a query layer that
   // stopped at the first row (better-sqlite3's get() on an INSERT ... RETURNING) would let the WAL
-  // grow with every write until a reader or a restart paid for it (README, "Performance").
+  // grow with every write until a reader or a restart paid for it (docs/performance.md).
   it("keeps the WAL bounded under a stream of writes through Kysely: automatic checkpoints run", async () => {
     const { file, backupDir } = setup();
     const db = openAt(file, backupDir);

@@ -1,5 +1,5 @@
 // The bench's human output: plain-text tables of a BenchResult (Markdown-compatible, so the
-// README's "Performance" section is a paste).
+// tables in docs/performance.md are a paste).
 import type { BenchResult } from "./run.ts";
 
 function table(head: string[], rows: (string | number)[][]): string {

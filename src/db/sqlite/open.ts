@@ -119,7 +119,7 @@ export function openSqlite({ path: file, backupDir, busyTimeoutMs }: OpenSqliteO
 /**
  * Kysely over whatever connection `connection()` returns when a query runs: a Storage keeps one
  * Kysely (the one its routes hold) across a close and reopen of the file, as an online restore does.
- * No CamelCasePlugin: columns keep their SQL names in TypeScript too (README, "Storage"). The
+ * No CamelCasePlugin: columns keep their SQL names in TypeScript too (docs/engines.md, "SQLite, the default"). The
  * plugin cost 11-18% of a note read's throughput, and it renames the keys of every object in a row,
  * JSON values included once a dialect parses them (PostgreSQL's json columns).
  */
@@ -128,8 +128,8 @@ export function createSqliteKysely(connection: () => SqliteConnection): Kysely<D
 }
 
 // Kysely's SQLite driver calls prepare(sql) for every query it runs: SQLite parses and plans the
-// SQL again each time, which costs more than the query itself for a point read by id (see README,
-// "Performance"). Routes run the same few SQL strings over and over, so their statements are kept,
+// SQL again each time, which costs more than the query itself for a point read by id (see
+// docs/performance.md). Routes run the same few SQL strings over and over, so their statements are kept,
 // by SQL text, most recently used last; the bound keeps queries whose text varies (IN lists of
 // every length) from growing the cache without end. Statements belong to a connection: a new one
 // starts an empty cache.
