@@ -188,7 +188,14 @@ export function compileContract(document: Json): Contract {
       }
       const validate = validatorFor(media.schema);
       if (!validate(value)) {
-        const problems = ajv.errorsText(validate.errors, { dataVar: "body" });
+        // errorsText leaves out which property is extra: name it, or the failure hides the field.
+        const problems = (validate.errors ?? [])
+          .map((e) => {
+            const extra =
+              e.keyword === "additionalProperties" ? ` (${String(e.params.additionalProperty)})` : "";
+            return `body${e.instancePath} ${e.message}${extra}`;
+          })
+          .join(", ");
         return `${where}: ${problems}\n  body: ${body.toString("utf8").slice(0, 300)}`;
       }
       return { operationId: operation.operationId, documented };
