@@ -204,6 +204,37 @@ describePostgres("the service on PostgreSQL", () => {
     expect(health.body.database.engine).toBe("postgres");
   });
 
+  it("takes a backup over /admin but refuses an online restore, pointing at the command line, and changes nothing", async () => {
+    const database = await createTestDatabase();
+    defer(() => database.drop());
+    const service = track(
+      await startService({ DATABASE_URL: database.url, BACKUP_DIR: tempDir(), ADMIN_TOKEN }),
+    );
+    const admin = async (method: string, url: string, body?: unknown) => {
+      const res = await fetch(`http://127.0.0.1:${service.port}${url}`, {
+        method,
+        headers: { ...bearer(ADMIN_TOKEN), "Content-Type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, body: (await res.json()) as any };
+    };
+    expect((await callService(service.port, "POST", "/api/notes", { title: "in the backup" })).status).toBe(
+      201,
+    );
+    const backup = await admin("POST", "/admin/backups");
+    expect(backup.status).toBe(201);
+    expect(backup.body.file).toMatch(/-manual\.dump$/);
+    expect((await callService(service.port, "POST", "/api/notes", { title: "after it" })).status).toBe(201);
+
+    const refused = await admin("POST", "/admin/restore", { backup: "latest" });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.code).toBe("restore_refused");
+    expect(refused.body.error.message).toContain("npm run db:restore");
+    const notes = await callService(service.port, "GET", "/api/notes");
+    expect(notes.body.items.map((n: { title: string }) => n.title)).toEqual(["after it", "in the backup"]);
+    expect((await callService(service.port, "GET", "/health")).status).toBe(200);
+  });
+
   it("on SIGTERM finishes the request in flight, then ends every connection of its pool", async () => {
     const database = await createTestDatabase();
     defer(() => database.drop());
