@@ -10,10 +10,11 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectsV2Command,
   PutObjectCommand,
 } from "@aws-sdk/client-s3";
 import { generateX25519Identity, identityToRecipient } from "age-encryption";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { type BackupKind, backupFileName } from "../src/backups/files.ts";
 import { type DownloadOptions, downloadBackup } from "../src/backups/offsite/download.ts";
 import { abortStaleUploads, listRemoteBackups, pruneRemoteBackups } from "../src/backups/offsite/remote.ts";
@@ -183,6 +184,9 @@ describe("off-site upload", () => {
     expect(isAwsEndpoint("https://account.r2.cloudflarestorage.com")).toBe(false);
     const s3 = await server();
     const bucket = await bucketOf(s3);
+    // A read first: on a skewed host clock (faketime) the SDK corrects its offset from the server's
+    // refusal and retries, and only the writes after that are counted below.
+    await listRemoteBackups(bucket);
     const dir = tempDir();
     await uploadBackup({ bucket, backup: randomBackup(dir, 100_000), recipients: [] });
     const big = randomBackup(dir, 6 * 1024 * 1024, new Date(Date.UTC(2026, 0, 2)));
@@ -201,6 +205,7 @@ describe("off-site upload", () => {
     // body with a trailer that s3rver stores as the object's bytes.
     const defaults = sdkClient(s3);
     defer(() => defaults.destroy());
+    await defaults.send(new ListObjectsV2Command({ Bucket: s3.bucket })); // its clock offset, as above
     const key = "app/streamed-with-defaults";
     await defaults.send(
       new PutObjectCommand({
@@ -327,6 +332,13 @@ describe("off-site listing and retention", () => {
       await bucket.client.send(new CreateMultipartUploadCommand({ Bucket: s3.bucket, Key: key }));
     }
     expect(await abortStaleUploads(bucket, { olderThanMs: 60_000 })).toEqual([]); // too young
+    // Ages are read on the server's clock (its Date header), so a host clock a year ahead aborts nothing.
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 365 * 24 * 3600 * 1000 });
+    try {
+      expect(await abortStaleUploads(bucket, { olderThanMs: 60_000 })).toEqual([]);
+    } finally {
+      vi.useRealTimers();
+    }
 
     expect(await abortStaleUploads(bucket, { olderThanMs: 0, now: new Date(Date.now() + 1000) })).toEqual([
       ours,

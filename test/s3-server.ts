@@ -57,8 +57,13 @@ export async function startS3Server(
   dir: string,
   { bucket = "backups", port: wanted = 0 } = {},
 ): Promise<S3Server> {
+  // The server keeps the real clock under faketime, as a remote one would: s3rver dates uploads by
+  // their files' mtimes, which the kernel writes on the real clock, and its Date header by the
+  // process's, so a shifted s3rver would contradict itself.
+  const { LD_PRELOAD: _preload, FAKETIME: _faketime, ...env } = process.env;
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), dir, bucket, String(wanted)], {
     stdio: ["ignore", "pipe", "inherit"],
+    env,
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const requests: S3Request[] = [];

@@ -96,24 +96,36 @@ export async function pruneRemoteBackups(
  */
 export async function abortStaleUploads(
   bucket: Bucket,
-  { olderThanMs, now = new Date(), signal }: { olderThanMs: number; now?: Date; signal?: AbortSignal },
+  { olderThanMs, now, signal }: { olderThanMs: number; now?: Date; signal?: AbortSignal },
 ): Promise<string[]> {
   const aborted: string[] = [];
   let keyMarker: string | undefined;
   let uploadIdMarker: string | undefined;
   do {
-    const page = await bucket.client.send(
-      new bucket.sdk.ListMultipartUploadsCommand({
-        Bucket: bucket.name,
-        Prefix: keyPrefix(bucket.prefix),
-        KeyMarker: keyMarker,
-        UploadIdMarker: uploadIdMarker,
-      }),
-      { abortSignal: signal },
+    const command = new bucket.sdk.ListMultipartUploadsCommand({
+      Bucket: bucket.name,
+      Prefix: keyPrefix(bucket.prefix),
+      KeyMarker: keyMarker,
+      UploadIdMarker: uploadIdMarker,
+    });
+    // Ages on the server's clock, which stamped `Initiated`: a host clock a day off would otherwise
+    // abort uploads still running (its own included) or never see dead ones as old.
+    let serverNow: Date | undefined;
+    command.middlewareStack.add(
+      (next) => async (args) => {
+        const result = await next(args);
+        const date = (result.response as { headers?: Record<string, string> }).headers?.date;
+        const parsed = date ? new Date(date) : undefined;
+        if (parsed && !Number.isNaN(parsed.getTime())) serverNow = parsed;
+        return result;
+      },
+      { step: "deserialize", name: "serverDateOfUploadListing" },
     );
+    const page = await bucket.client.send(command, { abortSignal: signal });
+    const current = (now ?? serverNow ?? new Date()).getTime();
     for (const upload of page.Uploads ?? []) {
       if (!upload.Key || !upload.UploadId || !parseObjectKey(bucket.prefix, upload.Key)) continue;
-      if (now.getTime() - (upload.Initiated?.getTime() ?? now.getTime()) < olderThanMs) continue;
+      if (current - (upload.Initiated?.getTime() ?? current) < olderThanMs) continue;
       await bucket.client.send(
         new bucket.sdk.AbortMultipartUploadCommand({
           Bucket: bucket.name,
