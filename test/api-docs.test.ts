@@ -10,6 +10,7 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { ConfigError, loadConfig } from "../src/config.ts";
 import { apiRouter } from "../src/http/api-router.ts";
+import { errorBody } from "../src/http/errors.ts";
 import { createOpenApiDocument, toOpenApiPath } from "../src/http/openapi.ts";
 import { childEnv, cleanupAfterEach, createTestApp, ROOT } from "./helpers.ts";
 
@@ -94,9 +95,12 @@ describe("GET /openapi.json", () => {
     );
     expect(shared.length).toBeGreaterThan(15);
     for (const { where, response } of shared) {
-      expect(response.content, where).toEqual({
-        "application/json": { schema: { $ref: "#/components/schemas/Error" } },
-      });
+      expect(Object.keys(response.content), where).toEqual(["application/json"]);
+      const { schema, example } = response.content["application/json"];
+      expect(schema, where).toEqual({ $ref: "#/components/schemas/Error" });
+      // /docs shows this example: it must be a real error body, with a code its description names.
+      expect(errorBody.safeParse(example).success, where).toBe(true);
+      expect(response.description, where).toContain(example.error.code);
     }
     expect(document.components.schemas.Error.properties.error.required).toEqual([
       "code",

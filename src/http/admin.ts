@@ -102,7 +102,7 @@ const createOperation: ApiOperation = {
   auth: "bearer",
   responses: {
     201: { description: "The backup taken", body: backupDto },
-    409: errorResponse("A restore is running (operation_in_progress)"),
+    409: errorResponse("A restore is running (operation_in_progress)", "operation_in_progress"),
   },
 };
 const downloadOperation: ApiOperation = {
@@ -116,7 +116,7 @@ const downloadOperation: ApiOperation = {
       contentType: "application/octet-stream",
       body: z.string().meta({ format: "binary" }),
     },
-    404: errorResponse("No backup of that name (not_found)"),
+    404: errorResponse("No backup of that name (not_found)", "not_found"),
   },
 };
 const verifyOperation: ApiOperation = {
@@ -126,7 +126,7 @@ const verifyOperation: ApiOperation = {
   params: nameParams,
   responses: {
     200: { description: "What the checks found; ok is false when any found something", body: verdictDto },
-    404: errorResponse("No backup of that name (not_found)"),
+    404: errorResponse("No backup of that name (not_found)", "not_found"),
   },
 };
 const restoreOperation: ApiOperation = {
@@ -138,11 +138,12 @@ const restoreOperation: ApiOperation = {
   body: restoreBody,
   responses: {
     200: { description: "Restored", body: restoreResult },
-    404: errorResponse("No backup of that name (not_found)"),
+    404: errorResponse("No backup of that name (not_found)", "not_found"),
     409: errorResponse(
       "Another operation is running (operation_in_progress), the engine shares its database with other instances, or another process holds the database (restore_refused); nothing changed",
+      "restore_refused",
     ),
-    422: errorResponse("The backup failed verification (backup_unsound); nothing changed"),
+    422: errorResponse("The backup failed verification (backup_unsound); nothing changed", "backup_unsound"),
   },
 };
 

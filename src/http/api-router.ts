@@ -12,6 +12,8 @@ export interface ApiResponse {
   /** The body's media type: application/json unless given. */
   contentType?: string;
   headers?: ZodObject;
+  /** An example body, shown by /docs (which otherwise makes one up from the schema's examples). */
+  example?: unknown;
 }
 
 export interface ApiOperation {
@@ -78,7 +80,12 @@ export function apiRouter(tag: ApiRouter["tag"]): ApiRouter {
   };
 }
 
-/** A response in the API's one error shape, described by when it happens. */
-export function errorResponse(description: string): ApiResponse {
-  return { description, body: errorBody };
+/** A response in the API's one error shape, described by when it happens, with its usual code. */
+export function errorResponse(description: string, code: string): ApiResponse {
+  return { description, body: errorBody, example: errorExample(code, description) };
+}
+
+/** An error body as the service sends it: without one, /docs shows `not_found` for every error. */
+export function errorExample(code: string, message: string) {
+  return { error: { code, message, requestId: "5b0c2f1e-7d4a-4c1e-9b0a-3f6d2e8c1a77" } };
 }

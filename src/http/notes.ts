@@ -82,7 +82,7 @@ const notePage = z
   })
   .meta({ id: "NotePage" });
 
-const noSuchNote = errorResponse("No note has this id (not_found)");
+const noSuchNote = errorResponse("No note has this id (not_found)", "not_found");
 
 const createNote: ApiOperation = {
   operationId: "createNote",

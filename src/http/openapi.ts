@@ -10,33 +10,37 @@ import {
   type ZodOpenApiResponsesObject,
 } from "zod-openapi";
 import packageJson from "../../package.json" with { type: "json" };
-import type { ApiResponse, ApiRoute, ApiRoutes } from "./api-router.ts";
+import { type ApiResponse, type ApiRoute, type ApiRoutes, errorExample } from "./api-router.ts";
 import { errorBody } from "./errors.ts";
 
 type OpenApiDocument = ReturnType<typeof createDocument>;
 
 // The errors every route shares, each one component that the operations refer to.
-const sharedError = (id: string, description: string): ZodOpenApiResponseObject => ({
+const sharedError = (id: string, description: string, code: string): ZodOpenApiResponseObject => ({
   id,
   description,
-  content: { "application/json": { schema: errorBody } },
+  content: { "application/json": { schema: errorBody, example: errorExample(code, description) } },
 });
 const BAD_REQUEST = sharedError(
   "BadRequest",
   "The request is not valid: validation_failed (details lists each problem), bad_json or bad_request",
+  "validation_failed",
 );
-const UNAUTHORIZED = sharedError("Unauthorized", "No valid bearer token (unauthorized)");
+const UNAUTHORIZED = sharedError("Unauthorized", "No valid bearer token (unauthorized)", "unauthorized");
 const PAYLOAD_TOO_LARGE = sharedError(
   "PayloadTooLarge",
   "The body is larger than BODY_LIMIT (payload_too_large)",
+  "payload_too_large",
 );
 const UNSUPPORTED_MEDIA_TYPE = sharedError(
   "UnsupportedMediaType",
   "The body is not JSON (unsupported_media_type)",
+  "unsupported_media_type",
 );
 const UNEXPECTED = sharedError(
   "UnexpectedError",
-  "The database is busy or read-only (503, with Retry-After), out of space (507, storage_full), or an internal error (500)",
+  "The database is busy, unavailable or read-only, or the service is restoring (503: database_busy, database_unavailable, database_readonly, maintenance; with Retry-After), out of space (507, storage_full), or an internal error (500, internal)",
+  "database_busy",
 );
 
 export function createOpenApiDocument(api: ApiRoutes): OpenApiDocument {
@@ -108,11 +112,21 @@ function toOperation(route: ApiRoute, tag: string): ZodOpenApiOperationObject {
   };
 }
 
-function toResponse({ description, body, contentType, headers }: ApiResponse): ZodOpenApiResponseObject {
+function toResponse({
+  description,
+  body,
+  contentType,
+  headers,
+  example,
+}: ApiResponse): ZodOpenApiResponseObject {
   return {
     description,
     ...(headers && { headers }),
-    ...(body && { content: { [contentType ?? "application/json"]: { schema: body } } }),
+    ...(body && {
+      content: {
+        [contentType ?? "application/json"]: { schema: body, ...(example !== undefined && { example }) },
+      },
+    }),
   };
 }
 
