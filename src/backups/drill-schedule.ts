@@ -4,7 +4,7 @@
 import type { Config } from "../config.ts";
 import type { StorageEngine } from "../db/storage.ts";
 import type { Logger } from "../logger.ts";
-import { every, type Repeating } from "./every.ts";
+import { every, NEVER, type Repeating } from "./every.ts";
 import { runRestoreDrill } from "./rehearsal.ts";
 
 export interface DrillOutcome {
@@ -36,7 +36,7 @@ export function startDrillSchedule({ engine, config, logger, onDrill }: DrillSch
   let last: DrillOutcome | null = null;
   const interval = config.backupDrillIntervalMs;
   if (interval === null) {
-    return { last: () => null, pause: async () => {}, resume: () => {}, stop: async () => {} };
+    return { ...NEVER, last: () => null };
   }
   const { offsite } = config;
   const source = offsite ? "bucket" : "local";

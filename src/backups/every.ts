@@ -10,6 +10,9 @@ export interface Repeating {
   stop(): Promise<void>;
 }
 
+/** What a schedule that is turned off returns: nothing runs, nothing to hold. */
+export const NEVER: Repeating = { pause: async () => {}, resume: () => {}, stop: async () => {} };
+
 /** `task` reports its own failures: it must not reject. */
 export function every(intervalMs: number, task: (signal: AbortSignal) => Promise<void>): Repeating {
   let timer: NodeJS.Timeout | undefined;

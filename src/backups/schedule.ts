@@ -3,7 +3,7 @@
 import type { Config } from "../config.ts";
 import type { StorageEngine } from "../db/storage.ts";
 import type { Logger } from "../logger.ts";
-import { every, type Repeating } from "./every.ts";
+import { every, NEVER, type Repeating } from "./every.ts";
 import type { BackupFile } from "./files.ts";
 import { pruneBackups } from "./retention.ts";
 
@@ -39,7 +39,7 @@ export function startBackupSchedule({
   const { backupIntervalMs } = config;
   let failure: BackupFailure | null = null;
   if (backupIntervalMs === null) {
-    return { lastFailure: () => null, pause: async () => {}, resume: () => {}, stop: async () => {} };
+    return { ...NEVER, lastFailure: () => null };
   }
 
   const repeating = every(backupIntervalMs, async (signal) => {

@@ -96,6 +96,7 @@ const listOperation: ApiOperation = {
   auth: "bearer",
   responses: { 200: { description: "Newest first", body: backupList } },
 };
+const noSuchBackup = errorResponse("No backup of that name (not_found)", "not_found");
 const createOperation: ApiOperation = {
   operationId: "createBackup",
   summary: "Take a verified backup now (then retention, and the off-site upload when configured)",
@@ -116,7 +117,7 @@ const downloadOperation: ApiOperation = {
       contentType: "application/octet-stream",
       body: z.string().meta({ format: "binary" }),
     },
-    404: errorResponse("No backup of that name (not_found)", "not_found"),
+    404: noSuchBackup,
   },
 };
 const verifyOperation: ApiOperation = {
@@ -126,7 +127,7 @@ const verifyOperation: ApiOperation = {
   params: nameParams,
   responses: {
     200: { description: "What the checks found; ok is false when any found something", body: verdictDto },
-    404: errorResponse("No backup of that name (not_found)", "not_found"),
+    404: noSuchBackup,
   },
 };
 const restoreOperation: ApiOperation = {
@@ -138,7 +139,7 @@ const restoreOperation: ApiOperation = {
   body: restoreBody,
   responses: {
     200: { description: "Restored", body: restoreResult },
-    404: errorResponse("No backup of that name (not_found)", "not_found"),
+    404: noSuchBackup,
     409: errorResponse(
       "Another operation is running (operation_in_progress), the engine shares its database with other instances, or another process holds the database (restore_refused); nothing changed",
       "restore_refused",
